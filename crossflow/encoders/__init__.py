@@ -1,0 +1,7 @@
+"""Variational encoders (source side) and target feature towers."""
+
+from crossflow.encoders.gaussian import DiagonalGaussian
+from crossflow.encoders.image_features import ConvFeatureEncoder
+from crossflow.encoders.token_ve import TokenSequenceVE
+
+__all__ = ["ConvFeatureEncoder", "DiagonalGaussian", "TokenSequenceVE"]

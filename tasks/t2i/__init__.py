@@ -1,0 +1,7 @@
+"""Text-to-image task adapter."""
+
+from tasks.t2i.task import TextToImageTask
+
+TASK = TextToImageTask
+
+__all__ = ["TASK", "TextToImageTask"]

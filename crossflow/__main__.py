@@ -1,0 +1,5 @@
+import sys
+
+from crossflow.cli import main
+
+sys.exit(main())

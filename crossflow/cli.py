@@ -1,0 +1,214 @@
+"""The ``crossflow`` command: train, sample, eval, demo.
+
+Config and user errors end with one line on stderr and a non-zero exit code, no traceback
+(set ``CROSSFLOW_DEBUG=1`` to see it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from crossflow.config import ConfigError, describe, parse_overrides
+
+log = logging.getLogger("crossflow")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO_ROOT / "configs" / "t2i" / "toy.yaml"
+
+
+def _options_epilog() -> str:
+    from crossflow.schema import ExperimentConfig
+
+    rows = [r for r in describe(ExperimentConfig) if not r[0].startswith("task")]
+    width = max(len(r[0]) for r in rows)
+    lines = ["config keys (override any as key=value; the task section is the adapter's, see its config):"]
+    lines += [f"  {key:<{width}}  {typ} = {default}  {help_}" for key, typ, default, help_ in rows]
+    return "\n".join(lines)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="crossflow", description="Cross-modal flow matching (CrossFlow).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a YAML config", formatter_class=fmt,
+                       description="Train a CrossFlow model. Checkpoints, metrics.jsonl, previews and the "
+                                   "inference export go to the run directory.", epilog=_options_epilog())
+    p.add_argument("config", help="YAML config, e.g. configs/t2i/toy.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.max_steps=200")
+    p.add_argument("--run-dir", help="output directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --run-dir")
+    p.add_argument("--eval", action="store_true", help="evaluate the EMA model on held-out data after training")
+
+    def add_generation_options(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--steps", type=int, help="ODE solver steps (default: the config's sample.steps)")
+        q.add_argument("--solver", choices=["euler", "heun", "midpoint", "rk4", "dopri5"], help="ODE solver")
+        q.add_argument("--guidance", type=float, help="CFG scale; 1 disables guidance")
+        q.add_argument("--z0", choices=["mean", "sample"], help="start from the VE mean or a posterior sample")
+        q.add_argument("--temperature", type=float, help="posterior noise scale when --z0 sample")
+        q.add_argument("--seed", type=int, help="generation seed")
+        q.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+    p = sub.add_parser("sample", help="generate from prompts with a trained model",
+                       description="Generate images from prompts; writes NNNN.png, prompts.jsonl and grid.png.")
+    p.add_argument("model", help="run directory or export directory")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    p.add_argument("--prompts-file", help="text file with one prompt per line")
+    p.add_argument("--num", type=int, default=1, help="samples per prompt (default 1)")
+    p.add_argument("--out", default="outputs/samples", help="output directory (default outputs/samples)")
+    add_generation_options(p)
+
+    p = sub.add_parser("eval", help="evaluate a trained model on its task's held-out data",
+                       description="Run the task's evaluation; writes metrics.json and pictures to --out.")
+    p.add_argument("model", help="run directory or export directory")
+    p.add_argument("--out", help="output directory (default: MODEL/eval)")
+    p.add_argument("--num", type=int, help="evaluate only the first N held-out items")
+    add_generation_options(p)
+
+    p = sub.add_parser("demo", help="train, sample and evaluate the toy text-to-image model on a CPU",
+                       description="The main job on the built-in toy world: trains configs/t2i/toy.yaml, samples "
+                                   "the held-out prompts, scores them, and writes everything under --out.")
+    p.add_argument("--out", default="outputs/demo", help="output directory (default outputs/demo)")
+    p.add_argument("--config", default=str(DEMO_CONFIG), help="config to run (default: configs/t2i/toy.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    return parser
+
+
+def _generation_overrides(args: argparse.Namespace) -> dict:
+    return {k: v for k in ("steps", "solver", "guidance", "z0", "temperature", "seed")
+            if (v := getattr(args, k, None)) is not None}
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    from crossflow.task import load_experiment
+    from crossflow.train.trainer import Trainer
+
+    cfg, task_cls = load_experiment(args.config, args.overrides)
+    run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
+    task = task_cls(cfg)
+    result = Trainer(cfg, task, run_dir, resume=args.resume).fit()
+    summary = {"step": result.step, "run_dir": str(run_dir), "export": str(result.export_dir),
+               "samples_per_s": round(result.samples_per_second, 1), "final_loss": result.final_loss}
+    if args.eval:
+        from crossflow.inference import load_model
+
+        model, task, _ = load_model(result.export_dir)
+        summary["metrics"] = task.evaluate(model, run_dir / "eval")
+    return summary
+
+
+def cmd_sample(args: argparse.Namespace) -> dict:
+    from crossflow.inference import load_model
+    from crossflow.utils.images import save_grid, save_png, to_uint8
+
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"--prompts-file {path} does not exist")
+        prompts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError("no prompts: give --prompt TEXT (repeatable) or --prompts-file FILE")
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
+    model, task, cfg = load_model(args.model, device=_device(args.device))
+    if not hasattr(task, "generate_images"):
+        raise ValueError(f"task {cfg.task.name!r} does not generate from prompts")
+    expanded = [p for p in prompts for _ in range(args.num)]
+    opts = _generation_overrides(args)
+    seed = opts.pop("seed", cfg.sample.seed)
+    images = to_uint8(task.generate_images(model, expanded, seed=seed, **opts))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "prompts.jsonl", "w", encoding="utf-8") as fh:
+        for i, (img, prompt) in enumerate(zip(images, expanded)):
+            save_png(img, out / f"{i:04d}.png")
+            fh.write(json.dumps({"file": f"{i:04d}.png", "prompt": prompt}) + "\n")
+    save_grid(images, out / "grid.png", nrow=args.num if args.num > 1 else None, upscale=4)
+    return {"images": len(images), "out": str(out)}
+
+
+def cmd_eval(args: argparse.Namespace) -> dict:
+    from crossflow.inference import load_model
+
+    model, task, _ = load_model(args.model, device=_device(args.device))
+    out = Path(args.out or Path(args.model) / "eval")
+    return task.evaluate(model, out, num=args.num, **_generation_overrides(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> dict:
+    from crossflow.inference import load_model
+    from crossflow.task import load_experiment
+    from crossflow.train.plots import plot_loss_curves
+    from crossflow.train.trainer import Trainer
+
+    if not Path(args.config).is_file():
+        raise FileNotFoundError(f"demo config {args.config} not found (run from a source checkout)")
+    start = time.time()
+    out = Path(args.out)
+    cfg, task_cls = load_experiment(args.config, args.overrides)
+    result = Trainer(cfg, task_cls(cfg), out).fit()
+    train_seconds = time.time() - start
+    plot_loss_curves(out / "metrics.jsonl", out / "loss.png")
+    model, task, _ = load_model(result.export_dir)
+    metrics = task.evaluate(model, out)
+    metrics["train_seconds"] = round(train_seconds, 1)
+    metrics["train_steps"] = result.step
+    metrics["total_seconds"] = round(time.time() - start, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    keys = ("color_accuracy", "shape_accuracy", "size_accuracy", "position_accuracy", "all_accuracy")
+    summary = {k: round(metrics[k], 3) for k in keys}
+    summary["null_branch_color"] = round(metrics["null_branch"]["color_accuracy"], 3)
+    summary["no_guidance_all"] = round(metrics["no_guidance"]["all_accuracy"], 3)
+    summary |= {"train_steps": result.step, "total_seconds": metrics["total_seconds"], "out": str(out)}
+    return summary
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    # Overrides may come after options (``train CFG --run-dir D a.b=1``), which argparse cannot
+    # interleave with a positional list: collect stray key=value tokens here.
+    args, extra = parser.parse_known_args(argv)
+    stray = [tok for tok in extra if "=" not in tok or tok.startswith("-")]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from crossflow.train.checkpoint import CheckpointError
+    from crossflow.train.trainer import NonFiniteLossError
+
+    try:
+        result = COMMANDS[args.command](args)
+    except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError, OSError) as exc:
+        if os.environ.get("CROSSFLOW_DEBUG"):
+            raise
+        print(f"crossflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"crossflow {args.command}: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Token-sequence variational encoder: LM token embeddings → Gaussian latent of the target's shape."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from crossflow.encoders.gaussian import DiagonalGaussian
+from crossflow.nn import Mlp, SelfAttention
+
+
+class EncoderBlock(nn.Module):
+    """Pre-LN transformer block with a key-padding mask."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, num_heads, dropout=dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout=dropout, approximate="none")
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        x = x + self.attn(self.norm1(x), key_padding_mask=mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class TokenSequenceVE(nn.Module):
+    """Variational encoder over a padded token sequence (the CrossFlow Text VE, generic form).
+
+    Token embeddings are projected to ``width``, get a learned position embedding, and are joined
+    by ``num_queries`` learned readout tokens. Transformer blocks attend only to real tokens (key-
+    padding mask) and the readout tokens. The readout tokens' outputs are flattened and mapped
+    by one linear head to ``2·C·H·W`` numbers: the mean and log-variance of a Gaussian with exactly
+    the target latent's shape.
+
+    Args:
+        input_dim: LM hidden size (384 for MiniLM, 768 for CLIP-L, 4096 for T5-XXL).
+        latent_shape: target latent shape ``(C, H, W)``.
+        max_tokens: longest sequence accepted (position table size).
+        width, depth, num_heads, mlp_ratio, dropout: transformer size.
+        num_queries: readout tokens.
+        logvar_init: initial bias of the log-variance head (negative = start with a narrow posterior).
+    """
+
+    def __init__(self, input_dim: int, latent_shape: tuple[int, int, int], *, max_tokens: int = 77,
+                 width: int = 256, depth: int = 4, num_heads: int = 4, mlp_ratio: float = 4.0,
+                 dropout: float = 0.0, num_queries: int = 8, logvar_init: float = 0.0) -> None:
+        super().__init__()
+        self.latent_shape = tuple(int(s) for s in latent_shape)
+        self.max_tokens = max_tokens
+        self.latent_numel = math.prod(self.latent_shape)
+        self.input_proj = nn.Linear(input_dim, width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, max_tokens, width))
+        self.queries = nn.Parameter(torch.zeros(1, num_queries, width))
+        self.blocks = nn.ModuleList(EncoderBlock(width, num_heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(num_queries * width, 2 * self.latent_numel)
+        self._init_weights(logvar_init)
+
+    def _init_weights(self, logvar_init: float) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.queries, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.constant_(self.head.bias[self.latent_numel:], logvar_init)
+
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> DiagonalGaussian:
+        """Encode.
+
+        Args:
+            tokens: ``(B, L, input_dim)`` LM token embeddings, ``L <= max_tokens``.
+            mask: ``(B, L)`` bool, True on real tokens. None means all real.
+
+        Returns:
+            A :class:`DiagonalGaussian` with mean and logvar of shape ``(B, C, H, W)``.
+        """
+        b, length, _ = tokens.shape
+        if length > self.max_tokens:
+            raise ValueError(f"token sequence of length {length} exceeds the encoder's max_tokens={self.max_tokens}")
+        x = self.input_proj(tokens) + self.pos_embed[:, :length]
+        x = torch.cat([x, self.queries.expand(b, -1, -1).to(x.dtype)], dim=1)
+        if mask is not None:
+            mask = torch.cat([mask.to(torch.bool), mask.new_ones(b, self.queries.shape[1], dtype=torch.bool)], dim=1)
+        for block in self.blocks:
+            x = block(x, mask)
+        readout = self.norm(x[:, length:]).flatten(1)
+        mean, logvar = self.head(readout).float().chunk(2, dim=-1)
+        return DiagonalGaussian(mean.view(b, *self.latent_shape), logvar.view(b, *self.latent_shape))

@@ -1,0 +1,150 @@
+"""DiT velocity network without cross-attention, conditioned on time and the CFG indicator.
+
+The source (text) reaches the network only through the starting point ``z0`` of the flow, so the
+network is the plain DiT of Peebles & Xie with its class embedding replaced by a two-row
+*indicator* embedding (0 = conditional, 1 = null), added to the time embedding and fed through
+adaLN-Zero modulation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from crossflow.nn import Mlp, SelfAttention, TimestepEmbedder, sincos_2d_position_embedding
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN modulation: ``x·(1+scale) + shift`` with per-sample shift/scale ``(B, D)``."""
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class DiTBlock(nn.Module):
+    """Transformer block with adaLN-Zero conditioning (six modulation vectors per sample)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(dim, num_heads, qkv_bias=True)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=-1)
+        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class FinalLayer(nn.Module):
+    """adaLN shift/scale, then a linear map from tokens to patches."""
+
+    def __init__(self, dim: int, patch_size: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+@dataclass(frozen=True)
+class DiTSize:
+    depth: int
+    hidden_size: int
+    num_heads: int
+
+
+#: Size presets of the DiT paper (patch size is chosen separately).
+DIT_SIZES: dict[str, DiTSize] = {
+    "S": DiTSize(12, 384, 6),
+    "B": DiTSize(12, 768, 12),
+    "L": DiTSize(24, 1024, 16),
+    "XL": DiTSize(28, 1152, 16),
+    "H": DiTSize(36, 1280, 20),
+}
+
+
+class DiT(nn.Module):
+    """Velocity network ``v(x_t, t, null_indicator)`` on a ``(C, H, W)`` latent.
+
+    Args:
+        latent_shape: ``(C, H, W)`` of ``x_t`` (and of the output velocity).
+        patch_size: side of the square patches (H and W must be divisible by it).
+        hidden_size, depth, num_heads, mlp_ratio: transformer size.
+        indicator: whether the CFG indicator embedding exists (False gives an unconditional DiT).
+        gradient_checkpointing: recompute block activations in backward to save memory.
+    """
+
+    def __init__(self, latent_shape: tuple[int, int, int], *, patch_size: int = 2, hidden_size: int = 384,
+                 depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0, indicator: bool = True,
+                 gradient_checkpointing: bool = False) -> None:
+        super().__init__()
+        channels, height, width = latent_shape
+        if height % patch_size or width % patch_size:
+            raise ValueError(f"latent size {height}x{width} is not divisible by patch_size={patch_size}")
+        self.latent_shape = tuple(latent_shape)
+        self.patch_size = patch_size
+        self.grid = (height // patch_size, width // patch_size)
+        self.gradient_checkpointing = gradient_checkpointing
+        self.x_embedder = nn.Conv2d(channels, hidden_size, kernel_size=patch_size, stride=patch_size)
+        self.register_buffer("pos_embed", sincos_2d_position_embedding(hidden_size, *self.grid)[None], persistent=False)
+        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.y_embedder = nn.Embedding(2, hidden_size) if indicator else None
+        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
+        self.final_layer = FinalLayer(hidden_size, patch_size, channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """DiT initialisation: xavier linears, zeroed adaLN and output layers (each block starts as identity)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        w = self.x_embedder.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.bias)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        if self.y_embedder is not None:
+            nn.init.normal_(self.y_embedder.weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: Tensor, t: Tensor, null_indicator: Tensor | None = None) -> Tensor:
+        """Predict the velocity.
+
+        Args:
+            x: ``(B, C, H, W)`` state ``x_t``.
+            t: ``(B,)`` times in [0, 1] (t=0 source, t=1 target).
+            null_indicator: ``(B,)`` bool, True for the null (unconditional) branch. None = all conditional.
+
+        Returns:
+            ``(B, C, H, W)`` velocity.
+        """
+        b = x.shape[0]
+        tokens = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)
+        c = self.t_embedder(t.expand(b) if t.dim() == 0 else t)
+        if self.y_embedder is not None:
+            if null_indicator is None:
+                null_indicator = torch.zeros(b, dtype=torch.bool, device=x.device)
+            c = c + self.y_embedder(null_indicator.long())
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training:
+                tokens = checkpoint(block, tokens, c, use_reentrant=False)
+            else:
+                tokens = block(tokens, c)
+        patches = self.final_layer(tokens, c)
+        p = self.patch_size
+        return rearrange(patches, "b (h w) (p q c) -> b c (h p) (w q)", h=self.grid[0], w=self.grid[1], p=p, q=p)

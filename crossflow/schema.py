@@ -1,0 +1,142 @@
+"""Typed configuration of an experiment.
+
+Every magic number of the method is a field here with the paper/official value as its default and
+a ``help`` string; ``crossflow train --help`` lists them all. Task adapters add their own
+``task`` section (see :mod:`crossflow.task`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads best here
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class SourceEncoderConfig:
+    """Token-sequence variational encoder (Text VE)."""
+
+    width: int = _f(256, "transformer width of the VE")
+    depth: int = _f(4, "number of transformer blocks")
+    num_heads: int = _f(4, "attention heads")
+    mlp_ratio: float = _f(4.0, "MLP width / transformer width")
+    dropout: float = _f(0.0, "dropout inside the VE")
+    num_queries: int = _f(8, "learned readout tokens whose outputs are flattened into the latent head")
+    logvar_init: float = _f(0.0, "initial bias of the log-variance head")
+
+
+@dataclass
+class VelocityNetConfig:
+    """DiT velocity network (no cross-attention; CFG indicator embedding)."""
+
+    arch: Literal["dit"] = _f("dit", "velocity network architecture")
+    patch_size: int = _f(2, "patch side in latent pixels")
+    hidden_size: int = _f(384, "transformer width")
+    depth: int = _f(12, "number of DiT blocks")
+    num_heads: int = _f(6, "attention heads")
+    mlp_ratio: float = _f(4.0, "MLP width / transformer width")
+    gradient_checkpointing: bool = _f(False, "recompute block activations in backward (less memory, ~30% slower)")
+
+
+@dataclass
+class ContrastiveConfig:
+    """Image–text InfoNCE between z0 and a jointly trained target-feature tower."""
+
+    enabled: bool = _f(True, "train the VE with the contrastive loss (without it the VE tends to collapse)")
+    weight: float = _f(1.0, "weight of the contrastive loss")
+    widths: list[int] = _f([32, 64, 128], "channels of the stride-2 conv stages of the target tower")
+    hidden_dim: int = _f(512, "width of the target tower's projection MLP")
+    init_temperature: float = _f(0.07, "initial InfoNCE temperature tau (logits = cos/tau)")
+    learn_temperature: bool = _f(True, "learn the temperature jointly")
+
+
+@dataclass
+class ModelConfig:
+    source_encoder: SourceEncoderConfig = field(default_factory=SourceEncoderConfig)
+    velocity_net: VelocityNetConfig = field(default_factory=VelocityNetConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+
+
+@dataclass
+class FlowConfig:
+    """Probability path, time sampling, indicator and loss weights."""
+
+    sigma_min: float = _f(1e-5, "x_t = (1-(1-sigma_min) t) z0 + t z1 (official 1e-5)")
+    time_sampler: Literal["logit_normal", "uniform"] = _f("logit_normal", "training time distribution")
+    logit_mean: float = _f(0.0, "mean of the logit-normal time sampler")
+    logit_std: float = _f(1.0, "std of the logit-normal time sampler")
+    null_probability: float = _f(0.1, "probability that a sample is trained as null (CFG indicator)")
+    kl_weight: float = _f(1e-4, "weight of KL(q(z0|source) || N(0, I)) (paper 1e-4; official code 1e-2, other form)")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.null_probability < 1.0:
+            raise ValueError(f"null_probability must be in [0, 1), got {self.null_probability}")
+        if not 0.0 <= self.sigma_min < 1.0:
+            raise ValueError(f"sigma_min must be in [0, 1), got {self.sigma_min}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, precision, checkpointing and logging."""
+
+    batch_size: int = _f(64, "global batch per optimizer step (split over processes and accumulation steps)")
+    grad_accum_steps: int = _f(1, "micro-batches accumulated per optimizer step")
+    max_steps: int = _f(1000, "optimizer steps to train")
+    max_minutes: Optional[float] = _f(None, "wall-clock budget; training stops (with a checkpoint) when it is spent")
+    lr: float = _f(1e-4, "peak learning rate (paper 1e-4)")
+    betas: tuple[float, float] = _f((0.9, 0.9), "AdamW betas (official (0.9, 0.9))")
+    weight_decay: float = _f(0.03, "AdamW weight decay (official 0.03)")
+    warmup_steps: int = _f(5000, "linear LR warm-up steps (official 5000)")
+    lr_schedule: Literal["constant", "cosine"] = _f("constant", "LR after warm-up (official: constant)")
+    min_lr_ratio: float = _f(0.0, "final LR / peak LR for the cosine schedule")
+    grad_clip: Optional[float] = _f(1.0, "max global gradient norm; null disables clipping")
+    ema_decay: float = _f(0.9999, "EMA decay of the weights used for sampling (official 0.9999)")
+    ema_warmup: bool = _f(True, "use min(ema_decay, (1+step)/(10+step)) so short runs get a useful EMA")
+    mixed_precision: Literal["no", "bf16", "fp16"] = _f("no", "autocast precision (bf16 works on CPUs and GPUs)")
+    seed: int = _f(0, "seed of weights, data order and all training randomness")
+    num_workers: int = _f(0, "DataLoader worker processes")
+    log_every: int = _f(10, "steps between JSONL log rows")
+    sample_every: int = _f(0, "steps between preview sample grids (0 = only at the end)")
+    checkpoint_every: int = _f(500, "steps between checkpoints (a final one is always written)")
+    keep_checkpoints: int = _f(2, "complete checkpoints kept (at least 2)")
+    compile: bool = _f(False, "torch.compile the velocity network")
+    cpu: bool = _f(False, "force the CPU even when a GPU is visible")
+    tensorboard: bool = _f(False, "also log scalars to TensorBoard (needs the tensorboard package)")
+
+    def __post_init__(self) -> None:
+        if self.keep_checkpoints < 2:
+            raise ValueError(f"keep_checkpoints must be at least 2, got {self.keep_checkpoints}")
+        for name in ("batch_size", "grad_accum_steps", "max_steps", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum_steps:
+            raise ValueError(f"batch_size={self.batch_size} is not divisible by grad_accum_steps={self.grad_accum_steps}")
+
+
+@dataclass
+class SampleConfig:
+    """Generation defaults (overridable on the command line)."""
+
+    solver: Literal["euler", "heun", "midpoint", "rk4", "dopri5"] = _f("euler", "ODE solver")
+    steps: int = _f(50, "solver steps (official: Euler, 50)")
+    guidance: float = _f(7.0, "CFG scale s in v_null + s (v_cond - v_null); 1 disables guidance (official 7)")
+    z0: Literal["mean", "sample"] = _f("mean", "start from the VE mean, or from a sample of the VE posterior")
+    temperature: float = _f(1.0, "scale of the VE posterior noise when z0 = sample")
+    batch_size: int = _f(100, "samples generated per forward batch")
+    seed: int = _f(0, "seed of generation noise")
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment. ``task`` is validated by the task adapter's own config class."""
+
+    task: Any = _f({}, "task adapter section; 'name' picks the adapter (e.g. t2i)")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)

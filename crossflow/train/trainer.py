@@ -1,0 +1,267 @@
+"""The one training loop of the toolkit, on accelerate.
+
+Owns devices, precision, the optimizer and LR schedule, EMA, gradient accumulation and clipping,
+checkpoints and exact resume, logging, previews and the inference export. Task code only supplies
+a :class:`~crossflow.task.Task`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from crossflow.config import save_yaml, to_dict
+from crossflow.data.sampler import ResumableBatchSampler
+from crossflow.schema import ExperimentConfig
+from crossflow.task import Task
+from crossflow.train import checkpoint as ckpt
+from crossflow.train.ema import EMA
+from crossflow.train.logger import MetricsLogger
+from crossflow.train.schedule import build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/inf; raised before the optimizer step so no weights are touched."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    run_dir: Path
+    export_dir: Path
+    last_checkpoint: Optional[Path]
+    samples_per_second: float
+    final_loss: float
+
+
+def export_model(model_state: dict[str, torch.Tensor], cfg: ExperimentConfig, out_dir: Path) -> Path:
+    """Write an inference export: ``model.safetensors`` (weights) and ``config.yaml``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "model.safetensors.tmp"
+    save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp))
+    tmp.replace(out_dir / "model.safetensors")
+    save_yaml(cfg, out_dir / "config.yaml")
+    return out_dir
+
+
+class Trainer:
+    """Train a task's CrossFlow model.
+
+    Args:
+        cfg: validated experiment config.
+        task: the task adapter instance.
+        run_dir: where checkpoints, logs, previews and the export go.
+        resume: continue from the newest complete checkpoint in ``run_dir`` (if any).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, task: Task, run_dir: Path, *, resume: bool = False) -> None:
+        self.cfg, self.task, self.run_dir, self.resume = cfg, task, Path(run_dir), resume
+        tc = cfg.train
+        self.accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=tc.cpu)
+        acc = self.accelerator
+        if tc.batch_size % (acc.num_processes * tc.grad_accum_steps):
+            raise ValueError(f"train.batch_size={tc.batch_size} is not divisible by processes×accumulation "
+                             f"= {acc.num_processes}×{tc.grad_accum_steps}")
+        self.micro_batch = tc.batch_size // (acc.num_processes * tc.grad_accum_steps)
+        set_seed(tc.seed)  # identical initial weights on every rank
+        model = task.build_model()
+        self.ema = EMA(model, tc.ema_decay, tc.ema_warmup)
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
+                                           betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, warmup_steps=tc.warmup_steps, total_steps=tc.max_steps,
+                                         schedule=tc.lr_schedule, min_ratio=tc.min_lr_ratio)
+        if tc.compile:
+            model.velocity_net = torch.compile(model.velocity_net)
+        self.model, self.optimizer = acc.prepare(model, self.optimizer)
+        self.ema.model.to(acc.device)
+        self.dataset = task.train_dataset()
+        self.sampler = ResumableBatchSampler(len(self.dataset), self.micro_batch, seed=tc.seed,
+                                             rank=acc.process_index, world_size=acc.num_processes)
+        self.step = 0
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.logger = MetricsLogger(self.run_dir / "metrics.jsonl", enabled=acc.is_main_process,
+                                    tensorboard_dir=self.run_dir / "tensorboard" if tc.tensorboard else None)
+
+    # ------------------------------------------------------------------ state
+    def _unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        # torch.compile wraps submodules as "_orig_mod"; keep checkpoint keys independent of it.
+        return {k.replace("_orig_mod.", ""): v for k, v in module.state_dict().items()}
+
+    def save(self) -> Path:
+        """Write a checkpoint of the current step (all ranks' RNG states; files from rank 0)."""
+        acc = self.accelerator
+        rng = ckpt.rng_state()
+        gathered = [rng]
+        if acc.num_processes > 1:
+            gathered = [None] * acc.num_processes
+            torch.distributed.all_gather_object(gathered, rng)
+        path = self.ckpt_dir / ckpt.checkpoint_name(self.step)
+        if acc.is_main_process:
+            epoch, batch = self.sampler.position
+            state = {"step": self.step, "epoch": epoch, "batch_in_epoch": batch, "ema_updates": self.ema.num_updates,
+                     "num_processes": acc.num_processes, "config": to_dict(self.cfg)}
+            path = ckpt.save_checkpoint(self.ckpt_dir, self.step, model=self._state_dict(self._unwrapped()),
+                                        ema=self._state_dict(self.ema.model), optimizer=self.optimizer.state_dict(),
+                                        scheduler=self.scheduler.state_dict(), state=state,
+                                        rng=dict(enumerate(gathered)), keep=self.cfg.train.keep_checkpoints)
+        acc.wait_for_everyone()
+        return path
+
+    def load(self, path: Path) -> None:
+        """Restore model, EMA, optimizer, scheduler, step, data position and RNG from ``path``."""
+        acc = self.accelerator
+        data = ckpt.load_checkpoint(path, rank=acc.process_index)
+        state = data["state"]
+        if state.get("num_processes", 1) != acc.num_processes:
+            log.warning("checkpoint was written by %s processes, resuming on %s: the data order changes",
+                        state.get("num_processes"), acc.num_processes)
+        target = self._unwrapped()
+        if hasattr(target, "velocity_net") and hasattr(target.velocity_net, "_orig_mod"):
+            target.velocity_net._orig_mod.load_state_dict({k[len("velocity_net."):]: v for k, v in data["model"].items()
+                                                          if k.startswith("velocity_net.")})
+            target.load_state_dict({k: v for k, v in data["model"].items() if not k.startswith("velocity_net.")},
+                                   strict=False)
+        else:
+            target.load_state_dict(data["model"])
+        self.ema.load_state_dict(data["ema"], state["ema_updates"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        self.step = int(state["step"])
+        self.sampler.set_position(int(state["epoch"]), int(state["batch_in_epoch"]))
+        if data["rng"] is not None:
+            ckpt.set_rng_state(data["rng"])
+        log.info("resumed from %s at step %d", path, self.step)
+
+    # ------------------------------------------------------------------ loop
+    def _batches(self):
+        """Endless iterator over prepared micro-batches, advancing the resumable position."""
+        while True:
+            loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.task.collate,
+                                num_workers=self.cfg.train.num_workers,
+                                pin_memory=self.accelerator.device.type == "cuda")
+            for batch in loader:
+                self.sampler.advance()
+                yield self.task.prepare_batch(batch, self.accelerator.device)
+            if self.sampler.batch != 0:  # loader ended early only if the epoch is over
+                self.sampler.set_position(self.sampler.epoch + 1, 0)
+
+    def _check_finite(self, out, step: int) -> None:
+        finite = torch.isfinite(out.loss.detach()).float()
+        if self.accelerator.num_processes > 1:
+            finite = self.accelerator.reduce(finite, reduction="min")
+        if finite.item() < 1:
+            last = ckpt.latest_checkpoint(self.ckpt_dir)
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step + 1} (loss={float(out.loss):.4g}, fm={float(out.fm):.4g}, "
+                f"kl={float(out.kl):.4g}, contrastive={float(out.contrastive):.4g}); stopped before the optimizer "
+                f"step. Last good checkpoint: {last or 'none'}. Lower train.lr or enable train.grad_clip.")
+
+    def fit(self) -> TrainResult:
+        """Train until ``train.max_steps`` (or ``train.max_minutes``), then checkpoint and export."""
+        tc, acc = self.cfg.train, self.accelerator
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:
+            save_yaml(self.cfg, self.run_dir / "config.yaml")
+        # Training randomness (time, indicator, reparameterisation, dropout) differs per rank.
+        set_seed(tc.seed * 7919 + acc.process_index)
+        if self.resume and (last := ckpt.latest_checkpoint(self.ckpt_dir)) is not None:
+            self.load(last)  # restores the RNG states too
+        elif self.resume:
+            log.info("no complete checkpoint in %s; starting from scratch", self.ckpt_dir)
+        n_params = sum(p.numel() for p in self._unwrapped().parameters())
+        log.info("model: %.2fM parameters; device %s; %d process(es); micro-batch %d", n_params / 1e6,
+                 acc.device, acc.num_processes, self.micro_batch)
+        batches = self._batches()
+        start_time, window_start, window_samples = time.time(), time.time(), 0
+        last_loss, last_saved = float("nan"), None
+        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not acc.is_main_process, desc="train",
+                   dynamic_ncols=True)
+        self.model.train()
+        while self.step < tc.max_steps:
+            if tc.max_minutes is not None and time.time() - start_time > 60 * tc.max_minutes:
+                log.info("train.max_minutes=%s reached at step %d", tc.max_minutes, self.step)
+                break
+            logs = self._train_step(batches)
+            self.step += 1
+            last_loss = logs["loss"]
+            window_samples += tc.batch_size
+            bar.update(1)
+            if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                elapsed = time.time() - window_start
+                logs |= {"lr": self.scheduler.get_last_lr()[0], "samples_per_s": window_samples / max(elapsed, 1e-9),
+                         "steps_per_s": window_samples / tc.batch_size / max(elapsed, 1e-9)}
+                self.logger.log(self.step, logs)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", fm=f"{logs['loss_fm']:.4f}",
+                                sps=f"{logs['samples_per_s']:.0f}")
+                window_start, window_samples = time.time(), 0
+            if self.step % tc.checkpoint_every == 0:
+                last_saved = self.save()
+            if tc.sample_every and self.step % tc.sample_every == 0 and acc.is_main_process:
+                self.task.preview(self.ema.model, self.run_dir / "previews" / f"step-{self.step:07d}.png")
+        bar.close()
+        if last_saved is None or not last_saved.name.endswith(f"{self.step:07d}"):
+            last_saved = self.save()
+        export_dir = self.run_dir / "export"
+        if acc.is_main_process:
+            export_model(self._state_dict(self.ema.model), self.cfg, export_dir)
+            self.task.preview(self.ema.model, self.run_dir / "previews" / f"step-{self.step:07d}.png")
+            (self.run_dir / "train_summary.json").write_text(json.dumps(
+                {"step": self.step, "seconds": round(time.time() - start_time, 2), "final_loss": last_loss,
+                 "parameters": n_params}, indent=2))
+        acc.wait_for_everyone()
+        self.logger.close()
+        elapsed = max(time.time() - start_time, 1e-9)
+        return TrainResult(self.step, self.run_dir, export_dir, last_saved,
+                           self.step * tc.batch_size / elapsed, last_loss)
+
+    def _train_step(self, batches) -> dict[str, float]:
+        tc, acc = self.cfg.train, self.accelerator
+        scalars: dict[str, float] = {}
+        for micro in range(tc.grad_accum_steps):
+            batch = next(batches)
+            sync = micro == tc.grad_accum_steps - 1
+            ctx = acc.no_sync(self.model) if not sync and acc.num_processes > 1 else _null_context()
+            with ctx:
+                with acc.autocast():
+                    out = self.model(batch)
+                self._check_finite(out, self.step)
+                acc.backward(out.loss / tc.grad_accum_steps)
+            for k, v in out.scalars().items():
+                scalars[k] = scalars.get(k, 0.0) + v / tc.grad_accum_steps
+        if tc.grad_clip is not None:
+            norm = acc.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            scalars["grad_norm"] = float(norm)
+            if not math.isfinite(scalars["grad_norm"]):
+                raise NonFiniteLossError(f"non-finite gradient norm at step {self.step + 1}; stopped before the "
+                                         f"optimizer step. Last good checkpoint: "
+                                         f"{ckpt.latest_checkpoint(self.ckpt_dir) or 'none'}.")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self._unwrapped())
+        return scalars
+
+
+class _null_context:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> bool:
+        return False
