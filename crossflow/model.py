@@ -34,7 +34,7 @@ class LossOutput:
     null_fraction: float
 
     def scalars(self) -> dict[str, float]:
-        return {"loss": float(self.loss), "loss_fm": float(self.fm), "loss_kl": float(self.kl),
+        return {"loss": float(self.loss.detach()), "loss_fm": float(self.fm), "loss_kl": float(self.kl),
                 "loss_clip": float(self.contrastive), "null_fraction": self.null_fraction}
 
 

@@ -153,8 +153,11 @@ class Trainer:
     def _batches(self):
         """Endless iterator over prepared micro-batches, advancing the resumable position."""
         while True:
+            # The loader's own generator keeps worker seeding off the global RNG, whose state is
+            # part of the checkpoint: creating a loader after a resume must not shift it.
+            loader_rng = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.sampler.epoch)
             loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.task.collate,
-                                num_workers=self.cfg.train.num_workers,
+                                num_workers=self.cfg.train.num_workers, generator=loader_rng,
                                 pin_memory=self.accelerator.device.type == "cuda")
             for batch in loader:
                 self.sampler.advance()
