@@ -152,7 +152,8 @@ def build_crossflow(model: ModelConfig, flow: FlowConfig, *, source_dim: int, ma
     source_encoder = TokenSequenceVE(source_dim, latent_shape, max_tokens=max_tokens, width=ve_cfg.width,
                                      depth=ve_cfg.depth, num_heads=ve_cfg.num_heads, mlp_ratio=ve_cfg.mlp_ratio,
                                      dropout=ve_cfg.dropout, num_queries=ve_cfg.num_queries,
-                                     logvar_init=ve_cfg.logvar_init)
+                                     logvar_init=ve_cfg.logvar_init, head_init_scale=ve_cfg.head_init_scale,
+                                     tile=ve_cfg.tile)
     net = DiT(latent_shape, patch_size=net_cfg.patch_size, hidden_size=net_cfg.hidden_size, depth=net_cfg.depth,
               num_heads=net_cfg.num_heads, mlp_ratio=net_cfg.mlp_ratio,
               gradient_checkpointing=net_cfg.gradient_checkpointing)

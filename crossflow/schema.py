@@ -27,7 +27,10 @@ class SourceEncoderConfig:
     mlp_ratio: float = _f(4.0, "MLP width / transformer width")
     dropout: float = _f(0.0, "dropout inside the VE")
     num_queries: int = _f(8, "learned readout tokens whose outputs are flattened into the latent head")
-    logvar_init: float = _f(0.0, "initial bias of the log-variance head")
+    logvar_init: float = _f(0.0, "initial bias of the log-variance head (negative: start with a narrow posterior)")
+    head_init_scale: float = _f(1.0, "scale of the latent head's initial weights (small: z0 starts near zero)")
+    tile: int = _f(0, "0: full linear head; k>0: one C×k×k code tiled over the latent (+ learned bias); "
+                      "k = the DiT patch size makes the code visible to every patch token")
 
 
 @dataclass

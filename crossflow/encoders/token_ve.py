@@ -42,31 +42,47 @@ class TokenSequenceVE(nn.Module):
         width, depth, num_heads, mlp_ratio, dropout: transformer size.
         num_queries: readout tokens.
         logvar_init: initial bias of the log-variance head (negative = start with a narrow posterior).
+        head_init_scale: scale of the head's initial weights; small values start z0 near zero instead of
+            at a prompt-specific random pattern that the flow would first have to undo.
+        tile: 0 for a full linear head (one output per latent element, as the official Text VE). ``k > 0``
+            makes the head emit one ``C×k×k`` code (mean and log-variance) that is tiled over the latent grid,
+            plus a learned positional bias. With ``k`` equal to the velocity net's patch size every patch
+            token sees the whole source code through the shared patch embedding, which small models learn
+            to decode far faster than a code spread differently over every patch.
     """
 
     def __init__(self, input_dim: int, latent_shape: tuple[int, int, int], *, max_tokens: int = 77,
                  width: int = 256, depth: int = 4, num_heads: int = 4, mlp_ratio: float = 4.0,
-                 dropout: float = 0.0, num_queries: int = 8, logvar_init: float = 0.0) -> None:
+                 dropout: float = 0.0, num_queries: int = 8, logvar_init: float = 0.0,
+                 head_init_scale: float = 1.0, tile: int = 0) -> None:
         super().__init__()
         self.latent_shape = tuple(int(s) for s in latent_shape)
         self.max_tokens = max_tokens
         self.latent_numel = math.prod(self.latent_shape)
+        channels, lat_h, lat_w = self.latent_shape
+        if tile and (lat_h % tile or lat_w % tile):
+            raise ValueError(f"tile={tile} does not divide the latent size {lat_h}x{lat_w}")
+        self.tile = tile
+        self.code_numel = channels * tile * tile if tile else self.latent_numel
         self.input_proj = nn.Linear(input_dim, width)
         self.pos_embed = nn.Parameter(torch.zeros(1, max_tokens, width))
         self.queries = nn.Parameter(torch.zeros(1, num_queries, width))
         self.blocks = nn.ModuleList(EncoderBlock(width, num_heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(num_queries * width, 2 * self.latent_numel)
-        self._init_weights(logvar_init)
+        self.head = nn.Linear(num_queries * width, 2 * self.code_numel)
+        self.grid_bias = nn.Parameter(torch.zeros(1, 2 * channels, lat_h, lat_w)) if tile else None
+        self._init_weights(logvar_init, head_init_scale)
 
-    def _init_weights(self, logvar_init: float) -> None:
+    def _init_weights(self, logvar_init: float, head_init_scale: float) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.queries, std=0.02)
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-        nn.init.constant_(self.head.bias[self.latent_numel:], logvar_init)
+        with torch.no_grad():
+            self.head.weight.mul_(head_init_scale)
+        nn.init.constant_(self.head.bias[self.code_numel:], logvar_init)
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> DiagonalGaussian:
         """Encode.
@@ -88,5 +104,12 @@ class TokenSequenceVE(nn.Module):
         for block in self.blocks:
             x = block(x, mask)
         readout = self.norm(x[:, length:]).flatten(1)
-        mean, logvar = self.head(readout).float().chunk(2, dim=-1)
-        return DiagonalGaussian(mean.view(b, *self.latent_shape), logvar.view(b, *self.latent_shape))
+        out = self.head(readout).float()
+        if self.tile:
+            c, h, w = self.latent_shape
+            code = out.view(b, 2 * c, self.tile, self.tile)
+            out = code.repeat(1, 1, h // self.tile, w // self.tile) + self.grid_bias.float()
+            mean, logvar = out.chunk(2, dim=1)
+        else:
+            mean, logvar = out.chunk(2, dim=-1)
+        return DiagonalGaussian(mean.reshape(b, *self.latent_shape), logvar.reshape(b, *self.latent_shape))

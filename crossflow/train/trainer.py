@@ -30,6 +30,7 @@ from crossflow.train import checkpoint as ckpt
 from crossflow.train.ema import EMA
 from crossflow.train.logger import MetricsLogger
 from crossflow.train.schedule import build_scheduler
+from crossflow.utils.cpu import ensure_cpu_bf16
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig, task: Task, run_dir: Path, *, resume: bool = False) -> None:
         self.cfg, self.task, self.run_dir, self.resume = cfg, task, Path(run_dir), resume
         tc = cfg.train
+        if tc.mixed_precision == "bf16" and (tc.cpu or not torch.cuda.is_available()):
+            ensure_cpu_bf16()
         self.accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=tc.cpu)
         acc = self.accelerator
         if tc.batch_size % (acc.num_processes * tc.grad_accum_steps):

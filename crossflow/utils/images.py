@@ -64,7 +64,8 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
     return path
 
 
-def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, pad_value: int = 255) -> np.ndarray:
+def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, pad_value: int = 255,
+              upscale: int = 1) -> np.ndarray:
     """Tile ``(N, H, W, C)`` uint8 images into one image.
 
     Args:
@@ -72,13 +73,16 @@ def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, pad
         nrow: Images per row (default ``ceil(sqrt(N))``).
         padding: Pixels between images and around the border.
         pad_value: Fill value of the padding.
+        upscale: Integer nearest-neighbour magnification of each image (e.g. 4 for 32x32 samples).
 
     Returns:
-        ``(rows*H + (rows+1)*padding, nrow*W + (nrow+1)*padding, C)`` uint8 array, ``rows = ceil(N / nrow)``.
+        With ``H, W`` after upscaling: ``(rows*H + (rows+1)*padding, nrow*W + (nrow+1)*padding, C)`` uint8 array, ``rows = ceil(N / nrow)``.
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"expected a non-empty (N, H, W, C) array, got shape {images.shape}")
+    if upscale > 1:
+        images = images.repeat(upscale, axis=1).repeat(upscale, axis=2)
     n, h, w, c = images.shape
     nrow = min(nrow or math.ceil(math.sqrt(n)), n)
     rows = math.ceil(n / nrow)
@@ -102,9 +106,7 @@ def save_grid(images: Any, path: str | Path, nrow: int | None = None, upscale: i
     arr = np.asarray(images) if not hasattr(images, "detach") else None
     if arr is None or arr.dtype != np.uint8:
         arr = to_uint8(images)
-    if upscale > 1:
-        arr = arr.repeat(upscale, axis=1).repeat(upscale, axis=2)
-    return save_png(make_grid(arr, nrow=nrow), path)
+    return save_png(make_grid(arr, nrow=nrow, upscale=upscale), path)
 
 
 def save_gif(frames: Sequence[np.ndarray], path: str | Path, duration_ms: int = 100, loop: int = 0) -> Path:

@@ -17,7 +17,7 @@ from crossflow.language.cache import embed_prompts
 from crossflow.language.hf import TextEmbedder, validate_prompts
 from crossflow.model import CrossFlow
 from crossflow.task import Task
-from crossflow.utils.images import save_grid, save_png, to_uint8
+from crossflow.utils.images import make_grid, save_gif, save_grid, save_png, to_uint8
 from tasks.t2i.config import TextToImageConfig
 from tasks.t2i.data import CaptionedImages
 from tasks.toyworld import checker
@@ -107,6 +107,24 @@ class TextToImageTask(Task):
             out.append(self.decode(model.generate(src, mask, sample=sample, mode=mode, generator=gen, **overrides)).cpu())
         return torch.cat(out)
 
+    @torch.no_grad()
+    def write_trajectory_gif(self, model: CrossFlow, prompts: list[str], path: Path, *, frames: int = 12,
+                             **overrides: Any) -> Path:
+        """Animate the ODE from z0 (t=0) to the image (t=1) for ``prompts`` as a grid GIF."""
+        device = next(model.parameters()).device
+        s = self.config.sample
+        opts = {"solver": s.solver, "steps": s.steps, "guidance": s.guidance, "z0": s.z0,
+                "temperature": s.temperature} | overrides
+        src, mask = self.encode_prompts(prompts, device)
+        z0 = model.initial_latent(src, mask, z0=opts["z0"], temperature=opts["temperature"],
+                                  generator=torch.Generator(device=device).manual_seed(s.seed))
+        states = [z0]
+        model.integrate(z0, guidance=opts["guidance"], solver=opts["solver"], steps=opts["steps"],
+                        callback=lambda info: states.append(info["x"]))
+        keep = sorted({round(i * (len(states) - 1) / (frames - 1)) for i in range(frames)})
+        grids = [make_grid(to_uint8(self.decode(states[i])), upscale=4) for i in keep]
+        return save_gif(grids + [grids[-1]] * 4, path, duration_ms=150)
+
     def preview(self, model: CrossFlow, path: Path) -> None:
         _, test = self.split()
         prompts = [ex.caption for ex in test[: self.tc.preview_prompts]]
@@ -132,12 +150,13 @@ class TextToImageTask(Task):
                     "temperature": overrides.get("temperature", s.temperature), "seed": overrides.pop("seed", s.seed),
                     "num_prompts": len(prompts)}
         base = {k: settings[k] for k in ("solver", "steps", "guidance", "z0", "temperature")}
+        # The other start (mean vs sample) is reported under its own key; the default start is not rerun.
+        other_z0 = "sample" if base["z0"] == "mean" else "mean"
         variants = {
             "default": (base, "guided"),
             "no_guidance": (base | {"guidance": 1.0}, "guided"),
             "null_branch": (base, "null"),
-            "z0_sample": (base | {"z0": "sample"}, "guided"),
-            "z0_mean": (base | {"z0": "mean"}, "guided"),
+            f"z0_{other_z0}": (base | {"z0": other_z0}, "guided"),
         }
         metrics: dict[str, Any] = {}
         start = time.time()
@@ -145,12 +164,15 @@ class TextToImageTask(Task):
             images = self.generate_images(model, prompts, mode=mode, seed=settings["seed"], **opts)
             uint8 = to_uint8(images)
             scores = checker.score(uint8, attrs)
+            described = scores | {k: v for k, v in opts.items() if k in ("guidance", "z0", "temperature")}
             if name == "default":
                 metrics |= scores
+                metrics[f"z0_{base['z0']}"] = described
                 self._write_samples(out_dir, uint8, test)
             else:
-                metrics[name] = scores | {k: v for k, v in opts.items() if k in ("guidance", "z0", "temperature")}
+                metrics[name] = described
             log.info("%s: %s", name, {k: round(v, 3) for k, v in scores.items() if isinstance(v, float)})
+        self.write_trajectory_gif(model, prompts[:16], out_dir / "trajectory.gif", **base)
         metrics["settings"] = settings
         metrics["seconds"] = round(time.time() - start, 2)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
