@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may come after options (``train CFG --run-dir D a.b=1``), which argparse cannot
     # interleave with a positional list: collect stray key=value tokens here.
     args, extra = parser.parse_known_args(argv)
-    stray = [tok for tok in extra if "=" not in tok or tok.startswith("-")]
+    stray = [tok for tok in extra if tok.startswith("-")]  # the rest are overrides; bad ones are named later
     if stray or (extra and not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:

@@ -156,7 +156,7 @@ def build_crossflow(model: ModelConfig, flow: FlowConfig, *, source_dim: int, ma
                                      tile=ve_cfg.tile)
     net = DiT(latent_shape, patch_size=net_cfg.patch_size, hidden_size=net_cfg.hidden_size, depth=net_cfg.depth,
               num_heads=net_cfg.num_heads, mlp_ratio=net_cfg.mlp_ratio,
-              gradient_checkpointing=net_cfg.gradient_checkpointing)
+              gradient_checkpointing=net_cfg.gradient_checkpointing, indicator_init_std=net_cfg.indicator_init_std)
     target_encoder = None
     if con.enabled:
         target_encoder = ConvFeatureEncoder(contrastive_channels or latent_shape[0], math.prod(latent_shape),

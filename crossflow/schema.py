@@ -44,6 +44,7 @@ class VelocityNetConfig:
     num_heads: int = _f(6, "attention heads")
     mlp_ratio: float = _f(4.0, "MLP width / transformer width")
     gradient_checkpointing: bool = _f(False, "recompute block activations in backward (less memory, ~30% slower)")
+    indicator_init_std: float = _f(0.02, "init std of the 2-row CFG indicator embedding (larger: branches differ sooner)")
 
 
 @dataclass

@@ -21,7 +21,7 @@ def test_token_ve_gives_a_gaussian_of_the_target_shape():
 def test_token_ve_ignores_padded_tokens():
     torch.manual_seed(0)
     ve = TokenSequenceVE(16, (2, 4, 4), max_tokens=8, width=32, depth=2, num_heads=4).eval()
-    tokens = torch.randn(2, 8, 16)
+    tokens = torch.randn(1, 8, 16).repeat(2, 1, 1)
     mask = torch.tensor([[True] * 5 + [False] * 3] * 2)
     tokens[1, 5:] = 100 * torch.randn(3, 16)  # different garbage in the padding of row 1
     post = ve(tokens, mask)

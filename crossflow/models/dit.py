@@ -80,11 +80,13 @@ class DiT(nn.Module):
         hidden_size, depth, num_heads, mlp_ratio: transformer size.
         indicator: whether the CFG indicator embedding exists (False gives an unconditional DiT).
         gradient_checkpointing: recompute block activations in backward to save memory.
+        indicator_init_std: std of the indicator embedding's initial rows (DiT's label embedding uses
+            0.02); a larger value makes the null and conditional branches distinct from the first step.
     """
 
     def __init__(self, latent_shape: tuple[int, int, int], *, patch_size: int = 2, hidden_size: int = 384,
                  depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0, indicator: bool = True,
-                 gradient_checkpointing: bool = False) -> None:
+                 gradient_checkpointing: bool = False, indicator_init_std: float = 0.02) -> None:
         super().__init__()
         channels, height, width = latent_shape
         if height % patch_size or width % patch_size:
@@ -93,6 +95,7 @@ class DiT(nn.Module):
         self.patch_size = patch_size
         self.grid = (height // patch_size, width // patch_size)
         self.gradient_checkpointing = gradient_checkpointing
+        self.indicator_init_std = indicator_init_std
         self.x_embedder = nn.Conv2d(channels, hidden_size, kernel_size=patch_size, stride=patch_size)
         self.register_buffer("pos_embed", sincos_2d_position_embedding(hidden_size, *self.grid)[None], persistent=False)
         self.t_embedder = TimestepEmbedder(hidden_size)
@@ -114,7 +117,7 @@ class DiT(nn.Module):
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         if self.y_embedder is not None:
-            nn.init.normal_(self.y_embedder.weight, std=0.02)
+            nn.init.normal_(self.y_embedder.weight, std=self.indicator_init_std)
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
