@@ -6,6 +6,7 @@ import argparse
 import platform
 import resource
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -59,6 +60,18 @@ def count_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
+
+
+def time_per_call(fn, *, iters: int, warmup: int, device: str) -> float:
+    """Seconds per call of ``fn`` after ``warmup`` untimed calls (device synchronised)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / iters
 
 
 def synchronize(device: str) -> None:

@@ -8,11 +8,9 @@ evaluations (NFE) per sample. Prints one Markdown table row for benchmarks/RESUL
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from common import autocast, base_parser, build, count_flops, device_name, mfu, peak_memory_mib, synchronize
+from common import autocast, base_parser, build, count_flops, device_name, mfu, peak_memory_mib, time_per_call
 
 
 def main() -> None:
@@ -30,14 +28,7 @@ def main() -> None:
                                   solver=args.solver)
 
     flops = count_flops(sample)
-    for _ in range(args.warmup):
-        sample()
-    synchronize(args.device)
-    start = time.perf_counter()
-    for _ in range(args.iters):
-        sample()
-    synchronize(args.device)
-    seconds = (time.perf_counter() - start) / args.iters
+    seconds = time_per_call(sample, iters=args.iters, warmup=args.warmup, device=args.device)
     b = batch["target"].shape[0]
     evals_per_step = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}.get(args.solver, float("nan"))
     nfe = args.steps * evals_per_step * (1 if args.guidance == 1.0 else 2)

@@ -8,11 +8,9 @@ excluded). Prints one Markdown table row for benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from common import autocast, base_parser, build, count_flops, device_name, mfu, peak_memory_mib, synchronize
+from common import autocast, base_parser, build, count_flops, device_name, mfu, peak_memory_mib, time_per_call
 
 
 def main() -> None:
@@ -29,14 +27,7 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
 
     flops = count_flops(step)
-    for _ in range(args.warmup):
-        step()
-    synchronize(args.device)
-    start = time.perf_counter()
-    for _ in range(args.iters):
-        step()
-    synchronize(args.device)
-    seconds = (time.perf_counter() - start) / args.iters
+    seconds = time_per_call(step, iters=args.iters, warmup=args.warmup, device=args.device)
     b = batch["target"].shape[0]
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print("| config | device | precision | batch | params (M) | step (ms) | samples/s | GFLOP/step | TFLOP/s | MFU | peak mem (MiB) |")

@@ -91,6 +91,9 @@ class CrossFlow(nn.Module):
 
         null = draw_null_indicator(b, self.flow.null_probability, device=device, generator=generator)
         z1 = roll_null_targets(z1, null)
+        k = self.flow.fm_grad_to_source
+        if k != 1.0:  # same value, FM gradient into the VE scaled by k
+            z0 = z0.detach() + k * (z0 - z0.detach())
         t = sample_time(b, kind=self.flow.time_sampler, mean=self.flow.logit_mean, std=self.flow.logit_std,
                         device=device, generator=generator)
         point = self.path.sample(z0, z1, t)

@@ -76,6 +76,9 @@ class FlowConfig:
     logit_std: float = _f(1.0, "std of the logit-normal time sampler")
     null_probability: float = _f(0.1, "probability that a sample is trained as null (CFG indicator)")
     kl_weight: float = _f(1e-4, "weight of KL(q(z0|source) || N(0, I)) (paper 1e-4; official code 1e-2, other form)")
+    fm_grad_to_source: float = _f(1.0, "scale of the flow-matching gradient reaching the VE through z0 (1: joint "
+                                       "training as in the paper; 0: the VE learns from the contrastive and KL "
+                                       "terms only, like the paper's two-stage ablation)")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.null_probability < 1.0:
