@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"crossflow {args.command}: interrupted", file=sys.stderr)
         return 130
-    print(json.dumps(result, indent=2, default=str))
+    if os.environ.get("RANK", "0") == "0":  # one summary under torchrun / accelerate launch
+        print(json.dumps(result, indent=2, default=str))
     return 0
 
 

@@ -34,6 +34,6 @@ def test_toy_text_to_image_beats_chance_by_a_wide_margin(tmp_path):
 
     model, task, _ = load_model(tmp_path / "run")
     metrics = task.evaluate(model, tmp_path / "eval")
-    assert metrics["color_accuracy"] >= 0.6, metrics
+    assert metrics["color_accuracy"] >= 0.5, metrics  # chance: 1/6
     assert (tmp_path / "eval" / "samples" / "prompts.jsonl").is_file()
     assert (tmp_path / "eval" / "trajectory.gif").is_file()

@@ -119,3 +119,38 @@ def test_gradient_accumulation_consumes_micro_batches_per_optimizer_step(tiny_co
     assert trainer.step == 3 and trainer.scheduler.last_epoch == 3  # one optimizer/scheduler step per step
     assert trainer.sampler.position == (0, 12)  # 3 steps × 4 micro-batches of 4 items
     assert trainer.ema.num_updates == 3
+
+
+def test_two_process_ddp_on_cpu_resumes_exactly(tmp_path):
+    """torchrun with 2 CPU processes (gloo): DDP engages, and 5 + resume 5 steps equals 10 steps."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from conftest import tiny_raw_config
+
+    raw = tiny_raw_config(max_steps=10, checkpoint_every=5)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    tests_dir = Path(__file__).parent
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tests_dir), str(tests_dir.parent),
+                                                       os.environ.get("PYTHONPATH", "")])}
+
+    def torchrun(run_dir, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "crossflow", "train",
+               str(cfg), "--run-dir", str(run_dir), *extra]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    torchrun(tmp_path / "straight")
+    torchrun(tmp_path / "resumed", "train.max_steps=5")
+    torchrun(tmp_path / "resumed", "--resume")
+    a = tmp_path / "straight" / "checkpoints" / ckpt.checkpoint_name(10)
+    b = tmp_path / "resumed" / "checkpoints" / ckpt.checkpoint_name(10)
+    assert json.loads((a / "state.json").read_text())["num_processes"] == 2
+    assert {p.name for p in a.glob("rng-rank*.pt")} == {"rng-rank0.pt", "rng-rank1.pt"}
+    for x, y in zip(_weights(a), _weights(b)):
+        _assert_same(x, y)

@@ -74,7 +74,10 @@ class Trainer:
         tc = cfg.train
         if tc.mixed_precision == "bf16" and (tc.cpu or not torch.cuda.is_available()):
             ensure_cpu_bf16()
-        self.accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=tc.cpu)
+        # Without a GPU accelerate only sets up multi-process CPU training (gloo DDP under
+        # torchrun) when told it runs on the CPU.
+        self.accelerator = Accelerator(mixed_precision=tc.mixed_precision,
+                                       cpu=tc.cpu or not torch.cuda.is_available())
         acc = self.accelerator
         if tc.batch_size % (acc.num_processes * tc.grad_accum_steps):
             raise ValueError(f"train.batch_size={tc.batch_size} is not divisible by processes×accumulation "
@@ -192,8 +195,9 @@ class Trainer:
         elif self.resume:
             log.info("no complete checkpoint in %s; starting from scratch", self.ckpt_dir)
         n_params = sum(p.numel() for p in self._unwrapped().parameters())
-        log.info("model: %.2fM parameters; device %s; %d process(es); micro-batch %d", n_params / 1e6,
-                 acc.device, acc.num_processes, self.micro_batch)
+        if acc.is_main_process:
+            log.info("model: %.2fM parameters; device %s; %d process(es); micro-batch %d", n_params / 1e6,
+                     acc.device, acc.num_processes, self.micro_batch)
         batches = self._batches()
         start_time, window_start, window_samples = time.time(), time.time(), 0
         last_loss, last_saved = float("nan"), None
