@@ -7,6 +7,7 @@ a :class:`~crossflow.task.Task`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -166,10 +167,8 @@ class Trainer:
                                 num_workers=self.cfg.train.num_workers, generator=loader_rng,
                                 pin_memory=self.accelerator.device.type == "cuda")
             for batch in loader:
-                self.sampler.advance()
+                self.sampler.advance()  # wraps to the next epoch after the last batch
                 yield self.task.prepare_batch(batch, self.accelerator.device)
-            if self.sampler.batch != 0:  # loader ended early only if the epoch is over
-                self.sampler.set_position(self.sampler.epoch + 1, 0)
 
     def _check_finite(self, out, step: int) -> None:
         finite = torch.isfinite(out.loss.detach()).float()
@@ -247,7 +246,7 @@ class Trainer:
         for micro in range(tc.grad_accum_steps):
             batch = next(batches)
             sync = micro == tc.grad_accum_steps - 1
-            ctx = acc.no_sync(self.model) if not sync and acc.num_processes > 1 else _null_context()
+            ctx = acc.no_sync(self.model) if not sync and acc.num_processes > 1 else contextlib.nullcontext()
             with ctx:
                 with acc.autocast():
                     out = self.model(batch)
@@ -268,10 +267,3 @@ class Trainer:
         self.ema.update(self._unwrapped())
         return scalars
 
-
-class _null_context:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc) -> bool:
-        return False
