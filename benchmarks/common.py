@@ -39,7 +39,7 @@ def build(args: argparse.Namespace):
     task = task_cls(cfg)
     model = task.build_model().to(args.device)
     if args.compile:
-        model.velocity_net = torch.compile(model.velocity_net)
+        model.velocity_net.compile()
     b = args.batch_size or cfg.train.batch_size
     g = torch.Generator().manual_seed(0)
     batch = {"source": torch.randn(b, task.max_tokens, task.source_dim, generator=g),

@@ -92,7 +92,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, warmup_steps=tc.warmup_steps, total_steps=tc.max_steps,
                                          schedule=tc.lr_schedule, min_ratio=tc.min_lr_ratio)
         if tc.compile:
-            model.velocity_net = torch.compile(model.velocity_net)
+            model.velocity_net.compile()  # in place: state-dict keys stay unchanged
         self.model, self.optimizer = acc.prepare(model, self.optimizer)
         self.ema.model.to(acc.device)
         self.dataset = task.train_dataset()
@@ -107,10 +107,6 @@ class Trainer:
     def _unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
-    def _state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-        # torch.compile wraps submodules as "_orig_mod"; keep checkpoint keys independent of it.
-        return {k.replace("_orig_mod.", ""): v for k, v in module.state_dict().items()}
-
     def save(self) -> Path:
         """Write a checkpoint of the current step (all ranks' RNG states; files from rank 0)."""
         acc = self.accelerator
@@ -124,8 +120,8 @@ class Trainer:
             epoch, batch = self.sampler.position
             state = {"step": self.step, "epoch": epoch, "batch_in_epoch": batch, "ema_updates": self.ema.num_updates,
                      "num_processes": acc.num_processes, "config": to_dict(self.cfg)}
-            path = ckpt.save_checkpoint(self.ckpt_dir, self.step, model=self._state_dict(self._unwrapped()),
-                                        ema=self._state_dict(self.ema.model), optimizer=self.optimizer.state_dict(),
+            path = ckpt.save_checkpoint(self.ckpt_dir, self.step, model=self._unwrapped().state_dict(),
+                                        ema=self.ema.model.state_dict(), optimizer=self.optimizer.state_dict(),
                                         scheduler=self.scheduler.state_dict(), state=state,
                                         rng=dict(enumerate(gathered)), keep=self.cfg.train.keep_checkpoints)
         acc.wait_for_everyone()
@@ -139,14 +135,7 @@ class Trainer:
         if state.get("num_processes", 1) != acc.num_processes:
             log.warning("checkpoint was written by %s processes, resuming on %s: the data order changes",
                         state.get("num_processes"), acc.num_processes)
-        target = self._unwrapped()
-        if hasattr(target, "velocity_net") and hasattr(target.velocity_net, "_orig_mod"):
-            target.velocity_net._orig_mod.load_state_dict({k[len("velocity_net."):]: v for k, v in data["model"].items()
-                                                          if k.startswith("velocity_net.")})
-            target.load_state_dict({k: v for k, v in data["model"].items() if not k.startswith("velocity_net.")},
-                                   strict=False)
-        else:
-            target.load_state_dict(data["model"])
+        self._unwrapped().load_state_dict(data["model"])
         self.ema.load_state_dict(data["ema"], state["ema_updates"])
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])
@@ -229,7 +218,7 @@ class Trainer:
             last_saved = self.save()
         export_dir = self.run_dir / "export"
         if acc.is_main_process:
-            export_model(self._state_dict(self.ema.model), self.cfg, export_dir)
+            export_model(self.ema.model.state_dict(), self.cfg, export_dir)
             self.task.preview(self.ema.model, self.run_dir / "previews" / f"step-{self.step:07d}.png")
             (self.run_dir / "train_summary.json").write_text(json.dumps(
                 {"step": self.step, "seconds": round(time.time() - start_time, 2), "final_loss": last_loss,
