@@ -19,8 +19,12 @@ def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads 
 
 @dataclass
 class SourceEncoderConfig:
-    """Token-sequence variational encoder (Text VE)."""
+    """Source variational encoder: token-sequence VE (Text VE), image VE, or a noise source."""
 
+    arch: Literal["tokens", "image", "noise"] = _f(
+        "tokens", "tokens: transformer VE over token embeddings (text); image: convolutional VE over an image-shaped "
+                  "source (pixels or latents, any channels/resolution); noise: N(0, I) ignoring the source "
+                  "(noise-to-target baselines, with sample.z0=sample and velocity_net.cond_channels)")
     width: int = _f(256, "transformer width of the VE")
     depth: int = _f(4, "number of transformer blocks")
     num_heads: int = _f(4, "attention heads")
@@ -31,13 +35,74 @@ class SourceEncoderConfig:
     head_init_scale: float = _f(1.0, "scale of the latent head's initial weights (small: z0 starts near zero)")
     tile: int = _f(0, "0: full linear head; k>0: one C×k×k code tiled over the latent (+ learned bias); "
                       "k = the DiT patch size makes the code visible to every patch token")
+    image_widths: list[int] = _f([32, 64, 128], "image VE: channels per level, one stride-2 downsampling between "
+                                                "levels (a U-Net-like decoder climbs back to the latent size)")
+    image_blocks: int = _f(1, "image VE: residual blocks per level")
+    input_skip: bool = _f(False, "image VE: the mean is the source resized to the latent shape plus a learned "
+                                 "correction (source and latent channels must match); with head_init_scale 0, "
+                                 "z0 starts as the source itself (super-resolution: the upsampled low-res image)")
+    token_layout: Literal["readout", "reduction"] = _f(
+        "readout", "tokens VE: readout = pre-LN blocks + learned readout queries + linear head; reduction = the "
+                   "official Text VE: a compressor MLP when the source width differs from `width`, `depth` post-LN "
+                   "layers over all tokens, `reduction_layers` width-halving layers, flatten, linear head or adaptor")
+    reduction_layers: int = _f(3, "reduction layout: width-halving layers after the full-width ones (official 3)")
+    ffn_dim: int = _f(1024, "reduction layout: feed-forward width of every layer (official textVAE.hidden_dim 1024)")
+    head: Literal["auto", "linear", "adaptor"] = _f(
+        "auto", "reduction layout: linear = one Linear to 2·C·H·W; adaptor = MLP to an H×W map + three 3×3 convs "
+                "(official 512 px); auto = the official rule (linear iff 2·C·H·W is 4096 or 8192)")
+
+
+@dataclass
+class DiMRStageConfig:
+    """One resolution stage of DiMR (official defaults: the Transformer stage of the 256 px models)."""
+
+    block: Literal["transformer", "convnext"] = _f("transformer", "block type of the stage")
+    dim: int = _f(1024, "stage width")
+    hidden_dim: int = _f(2048, "inner width of the gated-GELU MLPs")
+    num_heads: int = _f(16, "attention heads (transformer stages)")
+    num_blocks: int = _f(65, "blocks; num_blocks//2·2+1 are built (U-ViT: in-blocks, a middle block, out-blocks "
+                             "with long skips)")
+    patch_size: int = _f(2, "patchify stride: the stage's grid is H/(input_downsample·patch_size)")
+    input_downsample: int = _f(1, "area downsampling of x_t before patchify (official image_input_ratio)")
+    kernel_size: int = _f(7, "depthwise kernel of ConvNeXt blocks")
+    final_kernel_size: int = _f(3, "kernel of the output convolution")
+    dropout: float = _f(0.0, "dropout after each residual branch")
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "hidden_dim", "num_heads", "num_blocks", "patch_size", "input_downsample"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.block == "transformer" and self.dim % self.num_heads:
+            raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
+        for name in ("kernel_size", "final_kernel_size"):
+            if getattr(self, name) % 2 == 0:
+                raise ValueError(f"{name} must be odd (same-size convolution), got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def _official_dimr_256px() -> list[DiMRStageConfig]:
+    return [DiMRStageConfig(),
+            DiMRStageConfig(block="convnext", dim=512, hidden_dim=1024, num_blocks=33, patch_size=1)]
+
+
+@dataclass
+class DiMRConfig:
+    """DiMR stages, lowest resolution first, and the multi-scale loss weights."""
+
+    stages: list[DiMRStageConfig] = field(default_factory=_official_dimr_256px, metadata={
+        "help": "stages, lowest resolution first; each grid must be an integer upscaling of the previous one "
+                "(default: the official 256 px 0.95B model)"})
+    loss_weights: Optional[list[float]] = _f(None, "multi-scale loss weight per stage, lowest resolution first "
+                                                   "(null: official [1/4, 1] for 2 stages, [1/4, 1/2, 1] for 3)")
 
 
 @dataclass
 class VelocityNetConfig:
-    """DiT velocity network (no cross-attention; CFG indicator embedding)."""
+    """Velocity network: DiT (no cross-attention; CFG indicator embedding) or DiMR (``dimr`` section)."""
 
-    arch: Literal["dit"] = _f("dit", "velocity network architecture")
+    arch: Literal["dit", "dimr"] = _f("dit", "velocity network: dit (patch transformer) or dimr (multi-resolution "
+                                             "Transformer + ConvNeXt stages, one output per resolution)")
     patch_size: int = _f(2, "patch side in latent pixels")
     hidden_size: int = _f(384, "transformer width")
     depth: int = _f(12, "number of DiT blocks")
@@ -45,6 +110,13 @@ class VelocityNetConfig:
     mlp_ratio: float = _f(4.0, "MLP width / transformer width")
     gradient_checkpointing: bool = _f(False, "recompute block activations in backward (less memory, ~30% slower)")
     indicator_init_std: float = _f(0.02, "init std of the 2-row CFG indicator embedding (larger: branches differ sooner)")
+    cond_channels: int = _f(0, "channels of a conditioning image (batch['cond']) concatenated to x_t at the input, "
+                               "as in concatenation-conditioned baselines (SR3-style super-resolution); 0: none")
+    pos_embed_order: Literal["hw", "wh"] = _f("hw", "DiT sin-cos table: hw = first half of the channels encodes the "
+                                                    "row; wh = first half the column (official DiT)")
+    store_pos_embed: bool = _f(False, "DiT: keep the fixed position table in the state dict as `pos_embed` "
+                                      "(the official checkpoints do)")
+    dimr: DiMRConfig = field(default_factory=DiMRConfig, metadata={"help": "DiMR sizes (arch: dimr)"})
 
 
 @dataclass
@@ -60,10 +132,35 @@ class ContrastiveConfig:
 
 
 @dataclass
+class CrossAttentionBaselineConfig:
+    """The paper's Table 1 baseline: flow matching from Gaussian noise, DiT cross-attending to the LM tokens.
+
+    Sizes come from ``model.velocity_net`` (the paper gives the baseline fewer layers so that the
+    parameter counts match). Guidance is classic CFG: dropped text is replaced by a learned null
+    token sequence, and sampling mixes the text and null branches in one batched forward.
+    """
+
+    cond_drop_probability: float = _f(0.1, "probability that a training sample's text is replaced by the learned "
+                                           "null token sequence (classic CFG drop; 0.1 like the CrossFlow indicator)")
+    null_tokens: int = _f(1, "length of the learned null token sequence (unconditional branch)")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cond_drop_probability < 1.0:
+            raise ValueError(f"cond_drop_probability must be in [0, 1), got {self.cond_drop_probability}")
+        if self.null_tokens < 1:
+            raise ValueError(f"null_tokens must be >= 1, got {self.null_tokens}")
+
+
+@dataclass
 class ModelConfig:
+    kind: Literal["crossflow", "xattn_baseline"] = _f(
+        "crossflow", "crossflow: text VE -> z0 -> DiT with the CFG indicator (the method); xattn_baseline: "
+                     "Gaussian noise -> DiT with cross-attention to the LM tokens (paper Table 1 baseline; "
+                     "uses model.velocity_net and model.xattn, ignores source_encoder and contrastive)")
     source_encoder: SourceEncoderConfig = field(default_factory=SourceEncoderConfig)
     velocity_net: VelocityNetConfig = field(default_factory=VelocityNetConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    xattn: CrossAttentionBaselineConfig = field(default_factory=CrossAttentionBaselineConfig)
 
 
 @dataclass
@@ -79,6 +176,9 @@ class FlowConfig:
     fm_grad_to_source: float = _f(1.0, "scale of the flow-matching gradient reaching the VE through z0 (1: joint "
                                        "training as in the paper; 0: the VE learns from the contrastive and KL "
                                        "terms only, like the paper's two-stage ablation)")
+    source_recon_weight: float = _f(0.0, "weight of MSE(VE mean, target latent): the paper's depth recipe trains the "
+                                         "image VE to map the source into the target's shape with a reconstruction "
+                                         "loss; 0 disables")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.null_probability < 1.0:
@@ -131,6 +231,9 @@ class SampleConfig:
 
     solver: Literal["euler", "heun", "midpoint", "rk4", "dopri5"] = _f("euler", "ODE solver")
     steps: int = _f(50, "solver steps (official: Euler, 50)")
+    time_grid: Literal["uniform", "official"] = _f(
+        "uniform", "uniform: steps on linspace(0, 1); official: the released Euler sampler (steps of (1-1e-5)/N, "
+                   "velocity at linspace(0, 1-1e-5, N)); Euler only")
     guidance: float = _f(7.0, "CFG scale s in v_null + s (v_cond - v_null); 1 disables guidance (official 7)")
     z0: Literal["mean", "sample"] = _f("mean", "start from the VE mean, or from a sample of the VE posterior")
     temperature: float = _f(1.0, "scale of the VE posterior noise when z0 = sample")

@@ -28,7 +28,7 @@ Times = Sequence[float] | Tensor
 Fn = Callable[[Tensor, float], Tensor]
 
 __all__ = ["SOLVERS", "dopri5_solve", "euler_solve", "heun_solve", "midpoint_solve",
-           "rk4_solve", "solve", "time_grid"]
+           "official_time_grid", "rk4_solve", "solve", "time_grid"]
 
 
 def time_grid(steps: int, t0: float = 0.0, t1: float = 1.0, device: torch.device | str | None = None,
@@ -50,6 +50,28 @@ def time_grid(steps: int, t0: float = 0.0, t1: float = 1.0, device: torch.device
     return torch.linspace(t0, t1, steps + 1, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
+def official_time_grid(steps: int, sigma_min: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """The released CrossFlow sampler's Euler grid from t=0 to t=1 (float32, as computed there).
+
+    Step ``i`` moves by ``Δ_i = s_{i+1} − s_i`` with ``s = linspace(σ_min, 1, N+1)`` (so every step is
+    ``(1 − σ_min)/N``), but evaluates the velocity at ``linspace(0, 1 − σ_min, N)[i]``: N points that
+    include the end point, not the left edges of the steps.
+
+    Args:
+        steps: Number of steps ``N >= 1``.
+        sigma_min: The path's ``σ_min`` (official 1e-5).
+
+    Returns:
+        ``(ts, eval_ts)``: ``ts`` ``(N + 1,)`` whose differences are the step sizes (``ts = s``), and
+        ``eval_ts`` ``(N,)``; pass both to :func:`euler_solve`.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    ts = torch.linspace(sigma_min, 1.0, steps + 1, dtype=torch.float32)
+    end = torch.tensor(1.0, dtype=torch.float32) * (1.0 - sigma_min)
+    return ts, torch.linspace(torch.tensor(0.0), end, steps, dtype=torch.float32)
+
+
 def _setup(velocity: Velocity, x: Tensor, ts: Times) -> tuple[Fn, torch.dtype, list[float]]:
     """Wrap ``velocity`` to take a float time (shape-checked); return it, the time dtype, the grid."""
     if not torch.is_floating_point(x) or x.ndim < 1:
@@ -68,10 +90,15 @@ def _setup(velocity: Velocity, x: Tensor, ts: Times) -> tuple[Fn, torch.dtype, l
 
 
 def _fixed_grid(step: Callable[[Fn, Tensor, float, float], Tensor], method: str,
-                velocity: Velocity, x: Tensor, ts: Times, callback: Callback | None) -> Tensor:
+                velocity: Velocity, x: Tensor, ts: Times, callback: Callback | None,
+                eval_ts: Times | None = None) -> Tensor:
     f, _, grid = _setup(velocity, x, ts)
-    for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:])):
-        x = step(f, x, t, t_next - t)
+    evals = grid[:-1] if eval_ts is None else [float(t) for t in (eval_ts.tolist() if isinstance(eval_ts, Tensor)
+                                                                     else eval_ts)]
+    if len(evals) != len(grid) - 1:
+        raise ValueError(f"eval_ts needs one time per step ({len(grid) - 1}), got {len(evals)}")
+    for i, (t, t_next, t_eval) in enumerate(zip(grid[:-1], grid[1:], evals)):
+        x = step(f, x, t_eval, t_next - t)
         if not bool(torch.isfinite(x).all()):
             raise FloatingPointError(f"{method}: non-finite state at step {i} (t={t_next})")
         if callback is not None:
@@ -79,7 +106,8 @@ def _fixed_grid(step: Callable[[Fn, Tensor, float, float], Tensor], method: str,
     return x
 
 
-def euler_solve(velocity: Velocity, x: Tensor, ts: Times, callback: Callback | None = None) -> Tensor:
+def euler_solve(velocity: Velocity, x: Tensor, ts: Times, callback: Callback | None = None,
+                eval_ts: Times | None = None) -> Tensor:
     """Explicit Euler, order 1 (1 evaluation per step).
 
     Args:
@@ -87,11 +115,13 @@ def euler_solve(velocity: Velocity, x: Tensor, ts: Times, callback: Callback | N
         x: State at ``ts[0]``, shape ``(B, ...)``.
         ts: Times, shape ``(N + 1,)``; may be nonuniform or decreasing.
         callback: Called after each step (see module docstring).
+        eval_ts: Optional ``(N,)`` times at which step ``i`` evaluates the velocity (default ``ts[:-1]``;
+            see :func:`official_time_grid`).
 
     Returns:
         State at ``ts[-1]``, shape ``(B, ...)``.
     """
-    return _fixed_grid(lambda f, y, t, dt: y + dt * f(y, t), "euler", velocity, x, ts, callback)
+    return _fixed_grid(lambda f, y, t, dt: y + dt * f(y, t), "euler", velocity, x, ts, callback, eval_ts)
 
 
 def heun_solve(velocity: Velocity, x: Tensor, ts: Times, callback: Callback | None = None) -> Tensor:
@@ -217,7 +247,7 @@ _OPTIONS: dict[str, tuple[str, ...]] = {**{name: () for name in SOLVERS},
 
 
 def solve(velocity: Velocity, x: Tensor, *, method: str = "euler", steps: int = 50, t0: float = 0.0,
-          t1: float = 1.0, callback: Callback | None = None, **options: Any) -> Tensor:
+          t1: float = 1.0, callback: Callback | None = None, grid: str = "uniform", **options: Any) -> Tensor:
     """Integrate ``dx/dt = velocity(x, t)`` from ``t0`` to ``t1``.
 
     Args:
@@ -228,6 +258,8 @@ def solve(velocity: Velocity, x: Tensor, *, method: str = "euler", steps: int = 
         t0: Start time.
         t1: End time; ``t1 < t0`` integrates backwards.
         callback: Called after every accepted step (see module docstring).
+        grid: ``"uniform"``, or ``"official"`` (the released sampler's Euler grid, :func:`official_time_grid`;
+            Euler from 0 to 1 only).
         **options: Only ``dopri5`` takes any: ``rtol``, ``atol``, ``max_steps``, ``first_step``.
 
     Returns:
@@ -243,6 +275,14 @@ def solve(velocity: Velocity, x: Tensor, *, method: str = "euler", steps: int = 
         allowed = ", ".join(_OPTIONS[method]) or "none"
         raise TypeError(f"unknown option(s) {', '.join(map(repr, bad))} for method {method!r} "
                         f"(accepted: {allowed})")
+    if grid == "official":
+        if method != "euler" or (t0, t1) != (0.0, 1.0):
+            raise ValueError(f"grid='official' is the released Euler sampler from t=0 to t=1; got method={method!r}, "
+                             f"t0={t0}, t1={t1}")
+        ts, eval_ts = official_time_grid(steps)
+        return euler_solve(velocity, x, ts, callback, eval_ts=eval_ts)
+    if grid != "uniform":
+        raise ValueError(f"unknown time grid {grid!r}; valid: 'uniform', 'official'")
     if method == "dopri5":
         return dopri5_solve(velocity, x, (t0, t1), callback, **options)
     return SOLVERS[method](velocity, x, time_grid(steps, t0, t1, dtype=torch.float64), callback)

@@ -82,11 +82,18 @@ class DiT(nn.Module):
         gradient_checkpointing: recompute block activations in backward to save memory.
         indicator_init_std: std of the indicator embedding's initial rows (DiT's label embedding uses
             0.02); a larger value makes the null and conditional branches distinct from the first step.
+        cond_channels: channels of a conditioning image concatenated to ``x`` before the patch embedding
+            (concatenation-conditioned baselines); 0 for none.
+        pos_embed_order: ``"hw"``: the first half of the sin-cos channels encodes the row, the second the
+            column; ``"wh"``: the reverse (the official DiT / MAE table).
+        store_pos_embed: keep the fixed position table in the state dict (key ``pos_embed``), as the
+            official checkpoints do; otherwise it is a non-persistent buffer rebuilt at construction.
     """
 
     def __init__(self, latent_shape: tuple[int, int, int], *, patch_size: int = 2, hidden_size: int = 384,
                  depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0, indicator: bool = True,
-                 gradient_checkpointing: bool = False, indicator_init_std: float = 0.02) -> None:
+                 gradient_checkpointing: bool = False, indicator_init_std: float = 0.02,
+                 cond_channels: int = 0, pos_embed_order: str = "hw", store_pos_embed: bool = False) -> None:
         super().__init__()
         channels, height, width = latent_shape
         if height % patch_size or width % patch_size:
@@ -96,8 +103,14 @@ class DiT(nn.Module):
         self.grid = (height // patch_size, width // patch_size)
         self.gradient_checkpointing = gradient_checkpointing
         self.indicator_init_std = indicator_init_std
-        self.x_embedder = nn.Conv2d(channels, hidden_size, kernel_size=patch_size, stride=patch_size)
-        self.register_buffer("pos_embed", sincos_2d_position_embedding(hidden_size, *self.grid)[None], persistent=False)
+        self.cond_channels = cond_channels
+        self.x_embedder = nn.Conv2d(channels + cond_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
+        if pos_embed_order not in ("hw", "wh"):
+            raise ValueError(f"unknown pos_embed_order {pos_embed_order!r}; valid: 'hw', 'wh'")
+        pos_embed = sincos_2d_position_embedding(hidden_size, *self.grid)
+        if pos_embed_order == "wh":
+            pos_embed = torch.cat([pos_embed[:, hidden_size // 2:], pos_embed[:, : hidden_size // 2]], dim=1)
+        self.register_buffer("pos_embed", pos_embed[None], persistent=store_pos_embed)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = nn.Embedding(2, hidden_size) if indicator else None
         self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
@@ -125,18 +138,24 @@ class DiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: Tensor, t: Tensor, null_indicator: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, null_indicator: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
         """Predict the velocity.
 
         Args:
             x: ``(B, C, H, W)`` state ``x_t``.
             t: ``(B,)`` times in [0, 1] (t=0 source, t=1 target).
             null_indicator: ``(B,)`` bool, True for the null (unconditional) branch. None = all conditional.
+            cond: ``(B, cond_channels, H, W)`` conditioning image; required iff ``cond_channels > 0``.
 
         Returns:
             ``(B, C, H, W)`` velocity.
         """
         b = x.shape[0]
+        if (cond is None) != (self.cond_channels == 0):
+            raise ValueError(f"DiT built with cond_channels={self.cond_channels} got cond="
+                             f"{None if cond is None else tuple(cond.shape)}")
+        if cond is not None:
+            x = torch.cat([x, cond.to(x.dtype)], dim=1)
         tokens = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)
         c = self.t_embedder(t.expand(b) if t.dim() == 0 else t)
         if self.y_embedder is not None:

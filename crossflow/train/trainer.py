@@ -165,9 +165,9 @@ class Trainer:
             finite = self.accelerator.reduce(finite, reduction="min")
         if finite.item() < 1:
             last = ckpt.latest_checkpoint(self.ckpt_dir)
+            terms = ", ".join(f"{k}={v:.4g}" for k, v in out.scalars().items())  # any model's loss terms
             raise NonFiniteLossError(
-                f"non-finite loss at step {step + 1} (loss={float(out.loss):.4g}, fm={float(out.fm):.4g}, "
-                f"kl={float(out.kl):.4g}, contrastive={float(out.contrastive):.4g}); stopped before the optimizer "
+                f"non-finite loss at step {step + 1} ({terms}); stopped before the optimizer "
                 f"step. Last good checkpoint: {last or 'none'}. Lower train.lr or enable train.grad_clip.")
 
     def fit(self) -> TrainResult:
@@ -206,7 +206,7 @@ class Trainer:
                 logs |= {"lr": self.scheduler.get_last_lr()[0], "samples_per_s": window_samples / max(elapsed, 1e-9),
                          "steps_per_s": window_samples / tc.batch_size / max(elapsed, 1e-9)}
                 self.logger.log(self.step, logs)
-                bar.set_postfix(loss=f"{logs['loss']:.4f}", fm=f"{logs['loss_fm']:.4f}",
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", fm=f"{logs.get('loss_fm', float('nan')):.4f}",
                                 sps=f"{logs['samples_per_s']:.0f}")
                 window_start, window_samples = time.time(), 0
             if self.step % tc.checkpoint_every == 0:
