@@ -1,7 +1,8 @@
 """Frozen language-model embedder built on Hugging Face ``transformers``.
 
 :class:`TextEmbedder` turns a list of prompts into padded per-token hidden states and a boolean
-attention mask. Encoder-decoder models (T5 and friends) are reduced to their encoder.
+attention mask. CLIP checkpoints load only their text tower, T5 checkpoints only their encoder
+(see :mod:`crossflow.language.loading`); any other ``transformers`` encoder loads through ``AutoModel``.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import hashlib
 import logging
 import os
 import warnings
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from crossflow.language.loading import load_text_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +30,23 @@ def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if dtype not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
     return _DTYPES[dtype]
+
+
+_CPU_HALF_CHECKED = False
+
+
+def guard_cpu_half_precision(dtype: torch.dtype, device: Any) -> None:
+    """Before running bf16/fp16 weights on a CPU, make sure its matmuls cannot crash (AMX-faulting VMs).
+
+    Runs :func:`crossflow.utils.cpu.ensure_cpu_bf16` once per process.
+    """
+    global _CPU_HALF_CHECKED
+    if dtype == torch.float32 or _CPU_HALF_CHECKED or torch.device(device or "cpu").type != "cpu":
+        return
+    from crossflow.utils.cpu import ensure_cpu_bf16
+
+    ensure_cpu_bf16()
+    _CPU_HALF_CHECKED = True
 
 
 def _parse_hidden_state(hidden_state: str) -> int | None:
@@ -73,6 +93,11 @@ class TextEmbedder(torch.nn.Module):
         device: Device for the model (default CPU).
         hidden_state: ``"last"`` (last_hidden_state), ``"penultimate"`` or ``"layer:<int>"``
             (index into ``hidden_states``; 0 is the embedding output).
+        kind: ``"auto"`` (from the checkpoint's config), ``"clip"`` (``CLIPTextModel``), ``"t5"``
+            (``T5EncoderModel``) or ``"encoder"`` (``AutoModel``).
+        model_attention_mask: pass the tokenizer's attention mask to the model. ``None`` = as the official
+            pipelines: not for CLIP (its causal attention then also runs over the padding, as in
+            ``FrozenCLIPEmbedder``), yes for everything else. The returned mask is the tokenizer's either way.
 
     Raises:
         FileNotFoundError: ``name_or_path`` looks like a local path and does not exist.
@@ -81,9 +106,10 @@ class TextEmbedder(torch.nn.Module):
 
     def __init__(self, name_or_path: str, *, max_length: int = 77, local_files_only: bool = False,
                  dtype: torch.dtype | str = "float32", output_scale: float = 1.0, device: Any = None,
-                 hidden_state: str = "last") -> None:
+                 hidden_state: str = "last", kind: str = "auto",
+                 model_attention_mask: Optional[bool] = None) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
@@ -96,9 +122,10 @@ class TextEmbedder(torch.nn.Module):
         path = os.path.expanduser(self.name_or_path)
         if (os.path.isabs(path) or path.startswith(".")) and not os.path.exists(path):
             raise FileNotFoundError(f"language model path does not exist: {self.name_or_path}")
+        guard_cpu_half_precision(self.dtype, device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
-            model = AutoModel.from_pretrained(path, local_files_only=local_files_only, dtype=self.dtype)
+            model, self.kind = load_text_encoder(path, kind, dtype=self.dtype, local_files_only=local_files_only)
         except (OSError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise OSError(f"could not load language model {self.name_or_path!r} "
@@ -106,9 +133,8 @@ class TextEmbedder(torch.nn.Module):
         if self.tokenizer.pad_token is None:  # decoder-only tokenizers (GPT-2 style)
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.config = model.config
-        if getattr(model.config, "is_encoder_decoder", False):
-            model = model.get_encoder()
-        self.model = model.eval().requires_grad_(False)
+        self.model_attention_mask = self.kind != "clip" if model_attention_mask is None else bool(model_attention_mask)
+        self.model = model
         if device is not None:
             self.model.to(device)
         self._fingerprint = self._weights_fingerprint()
@@ -129,8 +155,9 @@ class TextEmbedder(torch.nn.Module):
         """Stable id for caching: model basename + weights fingerprint + encoding options."""
         base = os.path.basename(self.name_or_path.rstrip("/\\")) or "model"
         dt = str(self.dtype).replace("torch.", "")
+        mask = "" if self.model_attention_mask else "_nomask"
         return (f"{base}-{self._fingerprint}_len{self.max_length}_scale{self.output_scale:g}"
-                f"_{self.hidden_state.replace(':', '')}_{dt}")
+                f"_{self.hidden_state.replace(':', '')}_{dt}{mask}")
 
     def _weights_fingerprint(self) -> str:
         """Short hash of a few values of every parameter (cheap, distinguishes checkpoints)."""
@@ -140,8 +167,8 @@ class TextEmbedder(torch.nn.Module):
             h.update(p.detach().flatten()[:16].float().cpu().numpy().tobytes())
         return h.hexdigest()[:8]
 
-    def _encode(self, prompts: list[str]) -> tuple[Tensor, Tensor, list[int]]:
-        """Embed already validated prompts; also return indices of truncated prompts."""
+    def _encode(self, prompts: list[str]) -> tuple[Tensor, Tensor, list[int], Tensor]:
+        """Embed already validated prompts; also return indices of truncated prompts and the token ids."""
         lengths = self.tokenizer(prompts, truncation=False, padding=False, verbose=False)["input_ids"]
         truncated = [i for i, ids in enumerate(lengths) if len(ids) > self.max_length]
         batch = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_length,
@@ -149,13 +176,13 @@ class TextEmbedder(torch.nn.Module):
         ids = batch["input_ids"].to(self.device)
         attn = batch["attention_mask"].to(self.device)
         with torch.no_grad():
-            out = self.model(input_ids=ids, attention_mask=attn, output_hidden_states=self._layer is not None,
-                             return_dict=True)
+            out = self.model(input_ids=ids, attention_mask=attn if self.model_attention_mask else None,
+                             output_hidden_states=self._layer is not None, return_dict=True)
         h = out.last_hidden_state if self._layer is None else out.hidden_states[self._layer]
         h = h.float()
         if self.output_scale != 1.0:
             h = h * self.output_scale
-        return h, attn.bool(), truncated
+        return h, attn.bool(), truncated, ids
 
     def _warn_truncated(self, truncated: list[int], total: int) -> None:
         if truncated:
@@ -173,9 +200,20 @@ class TextEmbedder(torch.nn.Module):
         if not prompts:
             return (torch.zeros(0, self.max_length, self.dim, device=self.device),
                     torch.zeros(0, self.max_length, dtype=torch.bool, device=self.device))
-        h, mask, truncated = self._encode(prompts)
+        h, mask, truncated, _ = self._encode(prompts)
         self._warn_truncated(truncated, len(prompts))
         return h, mask
+
+    def embed_batch(self, prompts: list[str]) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+        """One model call without warnings, for bulk extraction that counts truncations itself.
+
+        Returns:
+            ``(states, mask, input_ids, truncated)``: float32 ``(B, max_length, dim)`` (× ``output_scale``),
+            bool ``(B, max_length)``, int64 ``(B, max_length)``, all on the model device, and the
+            positions of prompts longer than ``max_length`` tokens.
+        """
+        h, mask, truncated, ids = self._encode(validate_prompts(prompts))
+        return h, mask, ids, truncated
 
     def encode(self, prompts: list[str], batch_size: int = 256, progress: bool = False) -> tuple[Tensor, Tensor]:
         """Like :meth:`forward` but batched; results are gathered on CPU.
@@ -194,7 +232,7 @@ class TextEmbedder(torch.nn.Module):
             starts = tqdm(starts, desc="embedding prompts", unit="batch")
         embs, masks, truncated = [], [], []
         for s in starts:
-            h, m, t = self._encode(prompts[s:s + batch_size])
+            h, m, t, _ = self._encode(prompts[s:s + batch_size])
             embs.append(h.cpu())
             masks.append(m.cpu())
             truncated.extend(s + i for i in t)
