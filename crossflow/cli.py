@@ -1,4 +1,4 @@
-"""The ``crossflow`` command: train, sample, eval, demo.
+"""The ``crossflow`` command: train, sample, eval, demo, extract, params.
 
 Config and user errors end with one line on stderr and a non-zero exit code, no traceback
 (set ``CROSSFLOW_DEBUG=1`` to see it).
@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from crossflow.cli_sampling import add_parsers as add_sampling_parsers
+from crossflow.cli_sampling import cmd_arithmetic, cmd_interpolate
 from crossflow.config import ConfigError, describe, parse_overrides
 
 log = logging.getLogger("crossflow")
@@ -55,20 +57,27 @@ def _build_parser() -> argparse.ArgumentParser:
         q.add_argument("--seed", type=int, help="generation seed")
         q.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
-    p = sub.add_parser("sample", help="generate from prompts with a trained model",
-                       description="Generate images from prompts; writes NNNN.png, prompts.jsonl and grid.png.")
+    p = sub.add_parser("sample", help="generate from prompts (or input images) with a trained model",
+                       description="Generate images from prompts; writes NNNN.png, prompts.jsonl and grid.png. Under "
+                                   "accelerate launch / torchrun the prompts are split over the processes. "
+                                   "Tasks whose source is an image (depth, super_resolution, captioning) take "
+                                   "--input files instead and write their own outputs.")
     p.add_argument("model", help="run directory or export directory")
+    p.add_argument("--input", action="append", default=[], help="an input file, e.g. an image (repeatable)")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     p.add_argument("--prompts-file", help="text file with one prompt per line")
     p.add_argument("--num", type=int, default=1, help="samples per prompt (default 1)")
     p.add_argument("--out", default="outputs/samples", help="output directory (default outputs/samples)")
     add_generation_options(p)
+    add_sampling_parsers(sub, add_generation_options)  # interpolate, arithmetic
 
     p = sub.add_parser("eval", help="evaluate a trained model on its task's held-out data",
                        description="Run the task's evaluation; writes metrics.json and pictures to --out.")
     p.add_argument("model", help="run directory or export directory")
     p.add_argument("--out", help="output directory (default: MODEL/eval)")
     p.add_argument("--num", type=int, help="evaluate only the first N held-out items")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides of the saved config, e.g. task.eval.inception_weights=PATH (t2i FID/CLIP)")
     add_generation_options(p)
 
     p = sub.add_parser("demo", help="train, sample and evaluate the toy text-to-image model on a CPU",
@@ -77,6 +86,23 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/demo", help="output directory (default outputs/demo)")
     p.add_argument("--config", default=str(DEMO_CONFIG), help="config to run (default: configs/t2i/toy.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+
+    p = sub.add_parser("extract", add_help=False,
+                       help="precompute a task's features (t2i: LM token states + VAE moments into memory-mapped "
+                            "shards); `crossflow extract CONFIG --help` lists the options")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p = sub.add_parser("params", help="build a config's model on the meta device (no memory) and count parameters")
+    p.add_argument("config", help="YAML config")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    p = sub.add_parser("convert-official", help="convert a released CrossFlow .pth into our export (for sample/eval)",
+                       description="Load an official CrossFlow checkpoint (DiMR or DiT) into the model of --config "
+                                   "(configs/t2i/official/*.yaml) and write OUT/model.safetensors + config.yaml; the "
+                                   "training-only image tower is skipped. Then: crossflow sample OUT --prompt ...")
+    p.add_argument("--config", required=True, help="our config of that checkpoint, e.g. "
+                                                    "configs/t2i/official/t2i_256px_clip_dimr.yaml")
+    p.add_argument("--checkpoint", required=True, help="the official nnet .pth (a plain state dict)")
+    p.add_argument("--out", required=True, help="export directory to write")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides (e.g. model paths)")
     return parser
 
 
@@ -110,40 +136,26 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 
 def cmd_sample(args: argparse.Namespace) -> dict:
+    from crossflow.cli_sampling import cmd_sample as sample_prompts
     from crossflow.inference import load_model
-    from crossflow.utils.images import save_grid, save_png, to_uint8
 
-    prompts = list(args.prompt)
-    if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--prompts-file {path} does not exist")
-        prompts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not prompts:
-        raise ValueError("no prompts: give --prompt TEXT (repeatable) or --prompts-file FILE")
-    if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
-    model, task, cfg = load_model(args.model, device=_device(args.device))
-    if not hasattr(task, "generate_images"):
-        raise ValueError(f"task {cfg.task.name!r} does not generate from prompts")
-    expanded = [p for p in prompts for _ in range(args.num)]
-    opts = _generation_overrides(args)
-    seed = opts.pop("seed", cfg.sample.seed)
-    images = to_uint8(task.generate_images(model, expanded, seed=seed, **opts))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "prompts.jsonl", "w", encoding="utf-8") as fh:
-        for i, (img, prompt) in enumerate(zip(images, expanded)):
-            save_png(img, out / f"{i:04d}.png")
-            fh.write(json.dumps({"file": f"{i:04d}.png", "prompt": prompt}) + "\n")
-    save_grid(images, out / "grid.png", nrow=args.num if args.num > 1 else None, upscale=4)
-    return {"images": len(images), "out": str(out)}
+    if args.input:
+        if args.prompt or args.prompts_file:
+            raise ValueError("give either --input files or prompts, not both")
+        model, task, cfg = load_model(args.model, device=_device(args.device))
+        opts = _generation_overrides(args)
+        seed = opts.pop("seed", cfg.sample.seed)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        return task.sample_inputs(model, list(args.input), out, seed=seed, **opts)
+    return sample_prompts(args)  # prompts split over all launched processes (accelerate / torchrun)
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
     from crossflow.inference import load_model
 
-    model, task, _ = load_model(args.model, device=_device(args.device))
+    model, task, _ = load_model(args.model, device=_device(args.device),
+                                overrides=parse_overrides(getattr(args, "overrides", [])))
     out = Path(args.out or Path(args.model) / "eval")
     return task.evaluate(model, out, num=args.num, **_generation_overrides(args))
 
@@ -176,7 +188,34 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     return summary
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo}
+def cmd_extract(args: argparse.Namespace) -> dict:
+    """Hand the arguments to the feature extractor of the config's task (default t2i)."""
+    from crossflow.config import load_yaml
+    from crossflow.task import load_task_class
+
+    config = next((a for a in args.rest if a.endswith((".yaml", ".yml"))), None)
+    name = str((load_yaml(config).get("task") or {}).get("name", "t2i")) if config else "t2i"
+    extract = getattr(load_task_class(name), "extract_features", None)
+    if extract is None:
+        raise ValueError(f"task {name!r} has no feature extractor")
+    return extract(list(args.rest))
+
+
+def cmd_params(args: argparse.Namespace) -> dict:
+    from crossflow.utils.params import config_parameter_counts
+
+    return config_parameter_counts(args.config, args.overrides)
+
+
+def cmd_convert_official(args: argparse.Namespace) -> dict:
+    from crossflow.official import convert_official_checkpoint
+
+    return convert_official_checkpoint(args.config, args.checkpoint, args.out, args.overrides)
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
+            "extract": cmd_extract, "params": cmd_params,
+            "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic, "convert-official": cmd_convert_official}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may come after options (``train CFG --run-dir D a.b=1``), which argparse cannot
     # interleave with a positional list: collect stray key=value tokens here.
     args, extra = parser.parse_known_args(argv)
+    if args.command == "extract":  # the extractor parses its own options
+        args.rest, extra = list(args.rest) + extra, []
     stray = [tok for tok in extra if tok.startswith("-")]  # the rest are overrides; bad ones are named later
     if stray or (extra and not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")

@@ -49,6 +49,11 @@ class Task(ABC):
     def max_tokens(self) -> int:
         """Longest source token sequence."""
 
+    @property
+    def source_shape(self) -> Optional[tuple[int, int, int]]:
+        """``(C, H, W)`` of an image-shaped source (for ``model.source_encoder.arch=image``); None for tokens."""
+        return None
+
     @abstractmethod
     def train_dataset(self) -> Dataset:
         """Dataset whose collated batches go through :meth:`prepare_batch`."""
@@ -58,8 +63,14 @@ class Task(ABC):
         """Generate on held-out data, score, write ``metrics.json`` and pictures under ``out_dir``."""
 
     def build_model(self) -> CrossFlow:
+        if self.config.model.kind == "xattn_baseline":  # paper Table 1 baseline (same trainer and interface)
+            from crossflow.baseline import build_xattn_baseline
+
+            return build_xattn_baseline(self.config.model, self.config.flow, source_dim=self.source_dim,
+                                        latent_shape=self.latent_shape)
         return build_crossflow(self.config.model, self.config.flow, source_dim=self.source_dim,
-                               max_tokens=self.max_tokens, latent_shape=self.latent_shape)
+                               max_tokens=self.max_tokens, latent_shape=self.latent_shape,
+                               source_shape=self.source_shape)
 
     def collate(self, items: Any) -> dict[str, torch.Tensor]:
         return items if isinstance(items, dict) else default_collate(items)
@@ -70,6 +81,16 @@ class Task(ABC):
 
     def preview(self, model: CrossFlow, path: Path) -> None:
         """Write a small sample grid to ``path`` (optional)."""
+
+    def sample_inputs(self, model: CrossFlow, inputs: list[str], out_dir: Path, *, seed: int = 0,
+                      **overrides: Any) -> dict[str, Any]:
+        """Generate from input files (``crossflow sample --input``; image paths for image-source tasks).
+
+        Writes the outputs under ``out_dir`` and returns a small summary. Tasks without file inputs keep
+        this default, which says so.
+        """
+        raise ValueError(f"task {getattr(self.config.task, 'name', '?')!r} does not take input files "
+                         f"(--input); give prompts instead")
 
 
 def load_task_class(name: str) -> type[Task]:

@@ -18,15 +18,18 @@ from crossflow.language.hf import TextEmbedder, validate_prompts
 from crossflow.model import CrossFlow
 from crossflow.task import Task
 from crossflow.utils.images import make_grid, save_gif, save_grid, save_png, to_uint8
+from tasks.t2i import features as real_data
 from tasks.t2i.config import TextToImageConfig
 from tasks.t2i.data import CaptionedImages
+from tasks.t2i.evaluation import evaluate_prompt_file, score_generated
+from tasks.t2i.tools import PromptLatentTools
 from tasks.toyworld import checker
 from tasks.toyworld.dataset import make_split
 
 log = logging.getLogger(__name__)
 
 
-class TextToImageTask(Task):
+class TextToImageTask(PromptLatentTools, Task):
     """Text → image. The source is the frozen LM's token states; the target is the image itself."""
 
     config_class = TextToImageConfig
@@ -36,18 +39,24 @@ class TextToImageTask(Task):
         self.tc: TextToImageConfig = config.task
         if self.tc.cache_dir is not None:
             self.cache_dir = Path(self.tc.cache_dir)
-        self.codec = IdentityCodec()
+        self.real = self.tc.dataset != "toyworld"  # real images: SD-VAE latents from extracted features
+        self.codec = real_data.build_codec(self.tc) if self.real else IdentityCodec()
         self._embedder: Optional[TextEmbedder] = None
         self._split = None
+        self._dataset = None
 
     # -------------------------------------------------------------- shapes
     @property
     def latent_shape(self) -> tuple[int, int, int]:
+        if self.real:
+            return real_data.latent_shape(self.tc)
         r = self.tc.toyworld.resolution
         return (3, r, r)
 
     @property
     def source_dim(self) -> int:
+        if self._embedder is None and (self.real or self.tc.language_model.dim is not None):
+            return real_data.language_model_dim(self.tc)  # without loading the LM
         return self.embedder.dim
 
     @property
@@ -59,9 +68,14 @@ class TextToImageTask(Task):
     def embedder(self) -> TextEmbedder:
         if self._embedder is None:
             lm = self.tc.language_model
+            device = lm.device or ("cuda" if torch.cuda.is_available() else "cpu")
             self._embedder = TextEmbedder(resolve_model_path(lm.name_or_path), max_length=lm.max_length,
                                           local_files_only=lm.local_files_only, dtype=lm.dtype,
-                                          output_scale=lm.output_scale)
+                                          output_scale=lm.output_scale, kind=lm.kind,
+                                          model_attention_mask=lm.model_attention_mask, device=device)
+            if lm.dim is not None and lm.dim != self._embedder.dim:
+                raise ValueError(f"task.language_model.dim={lm.dim}, but {lm.name_or_path} gives "
+                                 f"{self._embedder.dim}-wide token states")
         return self._embedder
 
     def encode_prompts(self, prompts: list[str], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
@@ -73,7 +87,22 @@ class TextToImageTask(Task):
 
     def decode(self, latents: Tensor) -> Tensor:
         """Generated latents → images in [-1, 1], ``(B, 3, H, W)``."""
+        if self.real:
+            real_data.check_codec(self.codec, self.tc)
         return self.codec.decode(latents.float())
+
+    def prepare_batch(self, batch: dict[str, Any], device: torch.device) -> dict[str, Tensor]:
+        """Move a batch to ``device``; real data draws a fresh VAE latent from the stored moments."""
+        if "moments" in batch:
+            return real_data.prepare_feature_batch(batch, device, self.tc.vae.scale_factor)
+        return super().prepare_batch(batch, device)
+
+    @classmethod
+    def extract_features(cls, argv: list[str]) -> dict:
+        """``crossflow extract``: LM token states + VAE moments into memory-mapped shards."""
+        from tasks.t2i.extract import main
+
+        return main(argv)
 
     # -------------------------------------------------------------- data
     def split(self):
@@ -83,6 +112,9 @@ class TextToImageTask(Task):
         return self._split
 
     def train_dataset(self) -> CaptionedImages:
+        if self.real:
+            self._dataset = real_data.open_dataset(self.tc, source_dim=self.source_dim, max_tokens=self.max_tokens)
+            return self._dataset
         train, _ = self.split()
         captions = [ex.caption for ex in train]
         unique = sorted(set(captions))
@@ -113,19 +145,20 @@ class TextToImageTask(Task):
         """Animate the ODE from z0 (t=0) to the image (t=1) for ``prompts`` as a grid GIF."""
         device = next(model.parameters()).device
         s = self.config.sample
-        opts = {"solver": s.solver, "steps": s.steps, "guidance": s.guidance, "z0": s.z0,
-                "temperature": s.temperature} | overrides
         src, mask = self.encode_prompts(prompts, device)
-        z0 = model.initial_latent(src, mask, z0=opts["z0"], temperature=opts["temperature"],
-                                  generator=torch.Generator(device=device).manual_seed(s.seed))
-        states = [z0]
-        model.integrate(z0, guidance=opts["guidance"], solver=opts["solver"], steps=opts["steps"],
-                        callback=lambda info: states.append(info["x"]))
+        states: list[Tensor] = []  # the start (z0, or noise for the cross-attention baseline), then every step
+        model.generate(src, mask, sample=s, generator=torch.Generator(device=device).manual_seed(s.seed),
+                       callback=lambda info: states.append(info["x"]), **overrides)
         keep = sorted({round(i * (len(states) - 1) / (frames - 1)) for i in range(frames)})
         grids = [make_grid(to_uint8(self.decode(states[i])), upscale=4) for i in keep]
         return save_gif(grids + [grids[-1]] * 4, path, duration_ms=150)
 
     def preview(self, model: CrossFlow, path: Path) -> None:
+        if self.real:  # the first prompts of the training features
+            prompts = real_data.preview_prompts(self._dataset, self.tc.preview_prompts)
+            if prompts:
+                save_grid(to_uint8(self.generate_images(model, prompts, steps=min(self.config.sample.steps, 25))), path)
+            return
         _, test = self.split()
         prompts = [ex.caption for ex in test[: self.tc.preview_prompts]]
         images = self.generate_images(model, prompts, steps=min(self.config.sample.steps, 25))
@@ -139,6 +172,8 @@ class TextToImageTask(Task):
         under ``no_guidance``, ``null_branch`` and ``z0_sample``), ``samples/NNNN.png``,
         ``samples/prompts.jsonl`` and ``grid.png`` under ``out_dir``.
         """
+        if self.tc.dataset != "toyworld":  # real data: generate from task.metrics.prompts_file, FID + CLIP
+            return evaluate_prompt_file(self, model, Path(out_dir), num=num, **overrides)
         out_dir = Path(out_dir)
         _, test = self.split()
         test = test[:num] if num else test
@@ -169,6 +204,7 @@ class TextToImageTask(Task):
                 metrics |= scores
                 metrics[f"z0_{base['z0']}"] = described
                 self._write_samples(out_dir, uint8, test)
+                metrics |= score_generated(self.tc.metrics, images, prompts, next(model.parameters()).device)
             else:
                 metrics[name] = described
             log.info("%s: %s", name, {k: round(v, 3) for k, v in scores.items() if isinstance(v, float)})
