@@ -1,0 +1,7 @@
+"""Super-resolution task adapter (low-res → high-res by direct evolution; noise + concatenation baseline)."""
+
+from tasks.super_resolution.task import SuperResolutionTask
+
+TASK = SuperResolutionTask
+
+__all__ = ["TASK", "SuperResolutionTask"]
