@@ -62,6 +62,14 @@ def setup(tmp_path_factory):
     return {"root": root, "jsonl": jsonl, "images": images, "records": records, "cfg": cfg, "feats": root / "feats"}
 
 
+def _assert_same_rows(a: np.ndarray, b: np.ndarray, name: str) -> None:
+    """Same rows; float features only up to fp16 rounding (other batch compositions → other CPU kernels)."""
+    if np.issubdtype(a.dtype, np.floating):
+        np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=2e-3, atol=2e-3, err_msg=name)
+    else:
+        assert np.array_equal(a, b), name
+
+
 def _extract(setup, out: Path, *extra: str) -> int:
     return cli_main(["extract", str(setup["cfg"]), "--jsonl", str(setup["jsonl"]), "--image-root", str(setup["images"]),
                      "--out", str(out), "--shard-size", "4", "--batch-size", "3", "--num-workers", "0",
@@ -136,7 +144,7 @@ def test_extraction_resumes(setup, tmp_path: Path) -> None:
     assert report["this_run"]["samples"] == 3 + 2  # shard 1: records 4, 5, 7 (6 is missing); shard 2: 8, 9
     for name in ("tokens", "moments", "mask", "input_ids"):
         a, b = FeatureShards(out).gather(name, np.arange(8)), FeatureShards(setup["feats"]).gather(name, np.arange(8))
-        assert np.array_equal(a, b), name
+        _assert_same_rows(a, b, name)
     assert _extract(setup, out) == 0  # nothing left to do
     assert json.loads((out / "extraction_report.json").read_text())["this_run"]["samples"] == 0
     assert _extract(setup, out, "--dtype", "float32") == 2  # different settings are refused, naming the key
@@ -156,8 +164,8 @@ def test_parts_share_one_directory(setup, tmp_path: Path) -> None:
     assert sorted(p.name for p in out.glob("shard-*.json")) == ["shard-00001.json"]
     assert _extract(setup, out, "--part", "0/2") == 0  # shards 0 and 2
     assert json.loads((out / "index.json").read_text())["complete"]
-    assert np.array_equal(FeatureShards(out).gather("moments", np.arange(8)),
-                          FeatureShards(setup["feats"]).gather("moments", np.arange(8)))
+    _assert_same_rows(FeatureShards(out).gather("moments", np.arange(8)),
+                      FeatureShards(setup["feats"]).gather("moments", np.arange(8)), "moments")
     assert _extract(setup, out, "--part", "2/2") == 2  # i must be < n
 
 
