@@ -159,5 +159,18 @@ def test_captioning_evaluation_writes_metrics_and_pictures(tmp_path):
 def test_captioning_without_a_text_vae_names_the_key(tmp_path):
     cfg, task_cls = experiment_from_dict({"task": {"name": "captioning", "text_vae_dir": str(tmp_path / "none"),
                                                    "text_vae_config": None}})
+    task = task_cls(cfg)
     with pytest.raises(FileNotFoundError, match="task.text_vae_dir"):
-        task_cls(cfg)
+        task.latent_shape
+    with pytest.raises(FileNotFoundError, match="task.text_vae_dir"):
+        task.text_vae
+
+
+def test_captioning_shapes_come_from_the_text_vae_config_without_training(tmp_path):
+    cfg, task_cls = experiment_from_dict({"task": {"name": "captioning", "text_vae_dir": str(tmp_path / "tvae"),
+                                                   "text_vae_config": "configs/captioning/toy_text_vae.yaml",
+                                                   "text_vae_overrides": ["task.text_vae.latent_size=2"]}})
+    with torch.device("meta"):
+        model = task_cls(cfg).build_model()  # what `crossflow params` does
+    assert model.velocity_net.latent_shape == (4, 2, 2)
+    assert not (tmp_path / "tvae").exists()  # nothing was trained

@@ -11,7 +11,7 @@ import torch
 
 from crossflow.task import experiment_from_dict
 from tasks.super_resolution.data import downsample, upsample
-from tasks.super_resolution.metrics import K1, K2, gaussian_window, psnr, ssim
+from tasks.super_resolution.metrics import K1, gaussian_window, psnr, ssim
 
 
 def test_psnr_hand_computed():

@@ -3,7 +3,8 @@
 Two stages, as in the paper: a text VAE trained on the captions defines the text latent space (stage 1,
 :mod:`tasks.captioning.text_vae_stage`); CrossFlow then learns to evolve the image's latent into the text
 latent (stage 2, this adapter). The text VAE stays frozen and outside the CrossFlow weights; it is loaded
-from ``task.text_vae_dir`` (and trained there first from ``task.text_vae_config`` when missing).
+from ``task.text_vae_dir`` (and trained there first from ``task.text_vae_config`` when missing) on first
+use. The latent shape comes from the text VAE's config alone, so building the model needs no weights.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def load_or_train_text_vae(run_dir: str | Path, train_config: Optional[str],
 
         log.info("no text VAE in %s: training it first from %s", run_dir, train_config)
         cfg, stage_cls = load_experiment(train_config, list(overrides))
-        Trainer(cfg, stage_cls(cfg), Path(run_dir)).fit()
+        with torch.enable_grad():  # first use may come from inside a no_grad region (encoding, generation)
+            Trainer(cfg, stage_cls(cfg), Path(run_dir)).fit()
         vae, stage, _ = load_model(run_dir)
     if not isinstance(vae, TextVAE) or not isinstance(stage, TextVAEStage):
         raise ValueError(f"task.text_vae_dir={str(run_dir)!r} holds a {type(vae).__name__} of task "
@@ -96,14 +98,47 @@ class CaptioningTask(ImageSourceTask):
     def __init__(self, config, *, cache_dir: Optional[Path] = None) -> None:
         super().__init__(config, cache_dir=cache_dir)
         self.tc: CaptioningConfig = config.task
-        self.text_vae, stage = load_or_train_text_vae(self.tc.text_vae_dir, self.tc.text_vae_config,
-                                                      self.tc.text_vae_overrides)
-        self.tokenizer = stage.tokenizer
+        self._text_vae: Optional[TextVAE] = None
+        self._stage: Optional[TextVAEStage] = None
+        self._stage_config = None
         self._splits: Optional[tuple[RenderedSplit, RenderedSplit]] = None
+
+    # -------------------------------------------------------------- the text VAE
+    @property
+    def text_vae_config(self):
+        """The text VAE's experiment config: the trained one in ``text_vae_dir``, else ``text_vae_config``."""
+        if self._stage_config is None:
+            from crossflow.config import load_yaml
+            from crossflow.task import experiment_from_dict, load_experiment
+
+            run_dir = Path(self.tc.text_vae_dir)
+            saved = [p for p in (run_dir / "export" / "config.yaml", run_dir / "config.yaml") if p.is_file()]
+            if saved:
+                self._stage_config = experiment_from_dict(load_yaml(saved[0]))[0]
+            elif self.tc.text_vae_config is not None:
+                self._stage_config = load_experiment(self.tc.text_vae_config, list(self.tc.text_vae_overrides))[0]
+            else:
+                raise FileNotFoundError(f"task.text_vae_dir={str(run_dir)!r} holds no text VAE config and "
+                                        f"task.text_vae_config is null")
+        return self._stage_config
+
+    @property
+    def text_vae(self) -> TextVAE:
+        """The frozen text VAE (loaded, or trained first, on first use)."""
+        if self._text_vae is None:
+            self._text_vae, self._stage = load_or_train_text_vae(self.tc.text_vae_dir, self.tc.text_vae_config,
+                                                                 self.tc.text_vae_overrides)
+        return self._text_vae
+
+    @property
+    def tokenizer(self):
+        if self._stage is None:
+            _ = self.text_vae
+        return self._stage.tokenizer
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        return tuple(self.text_vae.latent_shape)
+        return tuple(self.text_vae_config.task.text_vae.latent_shape)
 
     @property
     def source_shape(self) -> tuple[int, int, int]:
