@@ -35,6 +35,9 @@ class SourceEncoderConfig:
     head_init_scale: float = _f(1.0, "scale of the latent head's initial weights (small: z0 starts near zero)")
     tile: int = _f(0, "0: full linear head; k>0: one C×k×k code tiled over the latent (+ learned bias); "
                       "k = the DiT patch size makes the code visible to every patch token")
+    conv_head_channels: int = _f(0, "tokens VE (readout): 0 = linear head; c>0 = small convolutional decoder head "
+                                    "of width c (Linear to c maps at H/4×W/4, two upsample+conv stages), which "
+                                    "learns image-like latents much sooner")
     image_widths: list[int] = _f([32, 64, 128], "image VE: channels per level, one stride-2 downsampling between "
                                                 "levels (a U-Net-like decoder climbs back to the latent size)")
     image_blocks: int = _f(1, "image VE: residual blocks per level")
@@ -116,6 +119,9 @@ class VelocityNetConfig:
                                                     "row; wh = first half the column (official DiT)")
     store_pos_embed: bool = _f(False, "DiT: keep the fixed position table in the state dict as `pos_embed` "
                                       "(the official checkpoints do)")
+    time_scale: float = _f(1.0, "DiT: t is multiplied by this before the sinusoidal time embedding (official 1: raw "
+                                "t in [0, 1], which only the fastest frequencies resolve; 1000 as in DiT/SD3 makes "
+                                "every frequency see t and conditions small models on time far sooner)")
     dimr: DiMRConfig = field(default_factory=DiMRConfig, metadata={"help": "DiMR sizes (arch: dimr)"})
 
 

@@ -64,6 +64,18 @@ def test_dit_indicator_changes_the_output_and_unpatchify_is_consistent():
     torch.testing.assert_close(net(x[:1], t[:1], None), cond[:1])
 
 
+def test_dit_time_scale_multiplies_t_before_the_embedding():
+    torch.manual_seed(0)
+    plain = DiT((3, 8, 8), patch_size=4, hidden_size=32, depth=1, num_heads=4)
+    scaled = DiT((3, 8, 8), patch_size=4, hidden_size=32, depth=1, num_heads=4, time_scale=1000.0)
+    for p in plain.parameters():  # leave the zero init so that time reaches the output
+        torch.nn.init.normal_(p, std=0.1)
+    scaled.load_state_dict(plain.state_dict())  # the scale is not a weight
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([0.25, 0.5])
+    torch.testing.assert_close(scaled(x, t), plain(x, t * 1000.0))
+    assert not torch.allclose(scaled(x, t), plain(x, t))
+
+
 def test_dit_gradient_checkpointing_gives_the_same_gradients():
     x, t = torch.randn(2, 2, 8, 8), torch.rand(2)
     grads = []
@@ -133,3 +145,26 @@ def test_tiled_ve_head_repeats_one_code_over_the_grid():
     assert ve.head.out_features == 2 * 3 * 4 * 4
     with pytest.raises(ValueError, match="tile=3"):
         TokenSequenceVE(16, (3, 8, 8), tile=3)
+
+
+def test_conv_ve_head_gives_the_latent_shape_and_learns_an_image_fast():
+    torch.manual_seed(0)
+    ve = TokenSequenceVE(16, (3, 16, 16), max_tokens=6, width=32, depth=1, num_heads=2, num_queries=2,
+                         conv_head_channels=8, head_init_scale=0.0, logvar_init=-4.0)
+    tokens = torch.randn(2, 5, 16)
+    post = ve(tokens)
+    assert post.mean.shape == post.logvar.shape == (2, 3, 16, 16)
+    assert torch.equal(post.mean, torch.zeros_like(post.mean))  # head_init_scale 0: z0 starts at zero
+    torch.testing.assert_close(post.logvar, torch.full_like(post.logvar, -4.0))
+    # two prompts → two different images: regression of the mean reaches them
+    target = torch.zeros(2, 3, 16, 16)
+    target[0, :, 2:8, 2:8], target[1, 0, 8:14, 4:12] = 1.0, -1.0
+    opt = torch.optim.Adam(ve.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = (ve(tokens).mean - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.01
+    with pytest.raises(ValueError, match="exclusive"):
+        TokenSequenceVE(16, (3, 8, 8), tile=4, conv_head_channels=8)

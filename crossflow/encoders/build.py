@@ -32,10 +32,15 @@ def build_source_encoder(cfg: SourceEncoderConfig, *, latent_shape: tuple[int, i
         except ValueError as exc:
             raise ConfigError(f"model.source_encoder: {exc}") from exc
     if cfg.arch == "tokens":
-        return TokenSequenceVE(source_dim, latent_shape, max_tokens=max_tokens, width=cfg.width, depth=cfg.depth,
-                               num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
-                               num_queries=cfg.num_queries, logvar_init=cfg.logvar_init,
-                               head_init_scale=cfg.head_init_scale, tile=cfg.tile)
+        try:
+            return TokenSequenceVE(source_dim, latent_shape, max_tokens=max_tokens, width=cfg.width,
+                                   depth=cfg.depth,
+                                   num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
+                                   num_queries=cfg.num_queries, logvar_init=cfg.logvar_init,
+                                   head_init_scale=cfg.head_init_scale, tile=cfg.tile,
+                                   conv_head_channels=cfg.conv_head_channels)
+        except ValueError as exc:
+            raise ConfigError(f"model.source_encoder: {exc}") from exc
     if cfg.arch == "image":
         if source_shape is None:
             raise ConfigError("model.source_encoder.arch: 'image' needs a task whose source is image-shaped "

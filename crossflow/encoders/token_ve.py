@@ -26,6 +26,31 @@ class EncoderBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class ConvLatentHead(nn.Module):
+    """Readout vector → ``2·C`` maps of ``H×W`` through a small convolutional decoder.
+
+    ``Linear`` to ``channels`` maps at ``H/4 × W/4``, then two stages of (nearest ×2 upsampling, 3×3 conv,
+    GELU), then a 3×3 conv to the mean and log-variance channels. The spatial inductive bias lets the VE draw
+    latents that already look like the target (shapes, positions) far sooner than one linear map does.
+    """
+
+    def __init__(self, in_dim: int, latent_shape: tuple[int, int, int], channels: int) -> None:
+        super().__init__()
+        c, h, w = latent_shape
+        if h % 4 or w % 4:
+            raise ValueError(f"conv_head_channels needs a latent size divisible by 4, got {h}x{w}")
+        self.base = (channels, h // 4, w // 4)
+        self.proj = nn.Linear(in_dim, channels * (h // 4) * (w // 4))
+        self.up = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in range(2))
+        self.out = nn.Conv2d(channels, 2 * c, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.proj(x).view(x.shape[0], *self.base)
+        for conv in self.up:
+            y = nn.functional.gelu(conv(nn.functional.interpolate(y, scale_factor=2.0, mode="nearest")))
+        return self.out(y)
+
+
 class TokenSequenceVE(nn.Module):
     """Variational encoder over a padded token sequence (the CrossFlow Text VE, generic form).
 
@@ -49,12 +74,14 @@ class TokenSequenceVE(nn.Module):
             plus a learned positional bias. With ``k`` equal to the velocity net's patch size every patch
             token sees the whole source code through the shared patch embedding, which small models learn
             to decode far faster than a code spread differently over every patch.
+        conv_head_channels: 0 for the linear head; ``c > 0`` replaces it by a :class:`ConvLatentHead` of
+            width ``c`` (exclusive with ``tile``).
     """
 
     def __init__(self, input_dim: int, latent_shape: tuple[int, int, int], *, max_tokens: int = 77,
                  width: int = 256, depth: int = 4, num_heads: int = 4, mlp_ratio: float = 4.0,
                  dropout: float = 0.0, num_queries: int = 8, logvar_init: float = 0.0,
-                 head_init_scale: float = 1.0, tile: int = 0) -> None:
+                 head_init_scale: float = 1.0, tile: int = 0, conv_head_channels: int = 0) -> None:
         super().__init__()
         self.latent_shape = tuple(int(s) for s in latent_shape)
         self.max_tokens = max_tokens
@@ -62,6 +89,8 @@ class TokenSequenceVE(nn.Module):
         channels, lat_h, lat_w = self.latent_shape
         if tile and (lat_h % tile or lat_w % tile):
             raise ValueError(f"tile={tile} does not divide the latent size {lat_h}x{lat_w}")
+        if tile and conv_head_channels:
+            raise ValueError("tile and conv_head_channels are exclusive (set one of them to 0)")
         self.tile = tile
         self.code_numel = channels * tile * tile if tile else self.latent_numel
         self.input_proj = nn.Linear(input_dim, width)
@@ -69,7 +98,11 @@ class TokenSequenceVE(nn.Module):
         self.queries = nn.Parameter(torch.zeros(1, num_queries, width))
         self.blocks = nn.ModuleList(EncoderBlock(width, num_heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(num_queries * width, 2 * self.code_numel)
+        self.conv_head = conv_head_channels > 0
+        if self.conv_head:
+            self.head: nn.Module = ConvLatentHead(num_queries * width, self.latent_shape, conv_head_channels)
+        else:
+            self.head = nn.Linear(num_queries * width, 2 * self.code_numel)
         self.grid_bias = nn.Parameter(torch.zeros(1, 2 * channels, lat_h, lat_w)) if tile else None
         self._init_weights(logvar_init, head_init_scale)
 
@@ -80,6 +113,15 @@ class TokenSequenceVE(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        if self.conv_head:  # the scale and log-variance bias act on the last convolution
+            for m in self.head.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.zeros_(m.bias)
+            last = self.head.out
+            with torch.no_grad():
+                last.weight.mul_(head_init_scale)
+            nn.init.constant_(last.bias[self.latent_shape[0]:], logvar_init)
+            return
         with torch.no_grad():
             self.head.weight.mul_(head_init_scale)
         nn.init.constant_(self.head.bias[self.code_numel:], logvar_init)
@@ -105,7 +147,9 @@ class TokenSequenceVE(nn.Module):
             x = block(x, mask)
         readout = self.norm(x[:, length:]).flatten(1)
         out = self.head(readout).float()
-        if self.tile:
+        if self.conv_head:
+            mean, logvar = out.chunk(2, dim=1)
+        elif self.tile:
             c, h, w = self.latent_shape
             code = out.view(b, 2 * c, self.tile, self.tile)
             out = code.repeat(1, 1, h // self.tile, w // self.tile) + self.grid_bias.float()

@@ -88,12 +88,14 @@ class DiT(nn.Module):
             column; ``"wh"``: the reverse (the official DiT / MAE table).
         store_pos_embed: keep the fixed position table in the state dict (key ``pos_embed``), as the
             official checkpoints do; otherwise it is a non-persistent buffer rebuilt at construction.
+        time_scale: factor applied to ``t`` before the sinusoidal embedding (official: 1, raw ``t``).
     """
 
     def __init__(self, latent_shape: tuple[int, int, int], *, patch_size: int = 2, hidden_size: int = 384,
                  depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0, indicator: bool = True,
                  gradient_checkpointing: bool = False, indicator_init_std: float = 0.02,
-                 cond_channels: int = 0, pos_embed_order: str = "hw", store_pos_embed: bool = False) -> None:
+                 cond_channels: int = 0, pos_embed_order: str = "hw", store_pos_embed: bool = False,
+                 time_scale: float = 1.0) -> None:
         super().__init__()
         channels, height, width = latent_shape
         if height % patch_size or width % patch_size:
@@ -104,6 +106,7 @@ class DiT(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         self.indicator_init_std = indicator_init_std
         self.cond_channels = cond_channels
+        self.time_scale = float(time_scale)
         self.x_embedder = nn.Conv2d(channels + cond_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
         if pos_embed_order not in ("hw", "wh"):
             raise ValueError(f"unknown pos_embed_order {pos_embed_order!r}; valid: 'hw', 'wh'")
@@ -157,7 +160,7 @@ class DiT(nn.Module):
         if cond is not None:
             x = torch.cat([x, cond.to(x.dtype)], dim=1)
         tokens = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)
-        c = self.t_embedder(t.expand(b) if t.dim() == 0 else t)
+        c = self.t_embedder((t.expand(b) if t.dim() == 0 else t) * self.time_scale)
         if self.y_embedder is not None:
             if null_indicator is None:
                 null_indicator = torch.zeros(b, dtype=torch.bool, device=x.device)
