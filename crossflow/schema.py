@@ -122,6 +122,9 @@ class VelocityNetConfig:
     time_scale: float = _f(1.0, "DiT: t is multiplied by this before the sinusoidal time embedding (official 1: raw "
                                 "t in [0, 1], which only the fastest frequencies resolve; 1000 as in DiT/SD3 makes "
                                 "every frequency see t and conditions small models on time far sooner)")
+    conv_head_channels: int = _f(0, "DiT: 0 = linear patch output (official); k>0 = the final layer emits k channels "
+                                    "per pixel, then 3x3 conv, GELU, 3x3 conv to the velocity (no patch seams; "
+                                    "U-ViT/DiMR-style convolutional output)")
     dimr: DiMRConfig = field(default_factory=DiMRConfig, metadata={"help": "DiMR sizes (arch: dimr)"})
 
 
@@ -207,6 +210,8 @@ class TrainConfig:
     warmup_steps: int = _f(5000, "linear LR warm-up steps (official 5000)")
     lr_schedule: Literal["constant", "cosine"] = _f("constant", "LR after warm-up (official: constant)")
     min_lr_ratio: float = _f(0.0, "final LR / peak LR for the cosine schedule")
+    fused_optimizer: bool = _f(True, "fused AdamW: one kernel over all parameters (same update rule; ~5x faster "
+                                     "optimizer step on CPU, where the per-tensor loop dominated small models)")
     grad_clip: Optional[float] = _f(1.0, "max global gradient norm; null disables clipping")
     ema_decay: float = _f(0.9999, "EMA decay of the weights used for sampling (official 0.9999)")
     ema_warmup: bool = _f(True, "use min(ema_decay, (1+step)/(10+step)) so short runs get a useful EMA")

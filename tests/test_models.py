@@ -76,6 +76,19 @@ def test_dit_time_scale_multiplies_t_before_the_embedding():
     assert not torch.allclose(scaled(x, t), plain(x, t))
 
 
+def test_dit_conv_head_starts_at_zero_and_trains():
+    torch.manual_seed(0)
+    net = DiT((3, 8, 8), patch_size=4, hidden_size=32, depth=1, num_heads=4, conv_head_channels=8)
+    x, t = torch.randn(2, 3, 8, 8), torch.rand(2)
+    out = net(x, t)
+    assert out.shape == (2, 3, 8, 8) and out.abs().max() == 0  # zero output at init, like adaLN-Zero
+    out.sum().backward()
+    assert net.conv_head.conv2.weight.grad.abs().sum() > 0  # ... but the last conv gets a gradient
+    assert net.final_layer.linear.out_features == 4 * 4 * 8  # k feature channels per pixel
+    plain = DiT((3, 8, 8), patch_size=4, hidden_size=32, depth=1, num_heads=4)
+    assert plain.conv_head is None and "conv_head.conv1.weight" not in plain.state_dict()
+
+
 def test_dit_gradient_checkpointing_gives_the_same_gradients():
     x, t = torch.randn(2, 2, 8, 8), torch.rand(2)
     grads = []

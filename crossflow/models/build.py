@@ -22,7 +22,7 @@ def build_velocity_net(cfg: VelocityNetConfig, latent_shape: tuple[int, int, int
                    num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, gradient_checkpointing=cfg.gradient_checkpointing,
                    indicator_init_std=cfg.indicator_init_std, cond_channels=cfg.cond_channels,
                    pos_embed_order=cfg.pos_embed_order, store_pos_embed=cfg.store_pos_embed,
-                   time_scale=cfg.time_scale)
+                   time_scale=cfg.time_scale, conv_head_channels=cfg.conv_head_channels)
     if cfg.arch == "dimr":
         if cfg.cond_channels:
             raise ConfigError("model.velocity_net.cond_channels: not supported by arch 'dimr' (set it to 0)")

@@ -54,6 +54,24 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
+class ConvOutputHead(nn.Module):
+    """Pixel-level output head: 3×3 conv, GELU, 3×3 conv (zero-initialised) on the unpatchified features.
+
+    The transformer emits ``k`` feature channels per pixel instead of the velocity itself; two small
+    convolutions at full resolution turn them into the velocity. Neighbouring patches then share their
+    border pixels' computation, which removes the patch seams of a large-patch DiT (U-ViT and DiMR end
+    in a 3×3 convolution for the same reason).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv2(nn.functional.gelu(self.conv1(x)))
+
+
 @dataclass(frozen=True)
 class DiTSize:
     depth: int
@@ -89,13 +107,15 @@ class DiT(nn.Module):
         store_pos_embed: keep the fixed position table in the state dict (key ``pos_embed``), as the
             official checkpoints do; otherwise it is a non-persistent buffer rebuilt at construction.
         time_scale: factor applied to ``t`` before the sinusoidal embedding (official: 1, raw ``t``).
+        conv_head_channels: 0 for DiT's linear patch output; ``k > 0``: the final layer emits ``k``
+            channels per pixel and a :class:`ConvOutputHead` maps them to the velocity.
     """
 
     def __init__(self, latent_shape: tuple[int, int, int], *, patch_size: int = 2, hidden_size: int = 384,
                  depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0, indicator: bool = True,
                  gradient_checkpointing: bool = False, indicator_init_std: float = 0.02,
                  cond_channels: int = 0, pos_embed_order: str = "hw", store_pos_embed: bool = False,
-                 time_scale: float = 1.0) -> None:
+                 time_scale: float = 1.0, conv_head_channels: int = 0) -> None:
         super().__init__()
         channels, height, width = latent_shape
         if height % patch_size or width % patch_size:
@@ -117,7 +137,8 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = nn.Embedding(2, hidden_size) if indicator else None
         self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
-        self.final_layer = FinalLayer(hidden_size, patch_size, channels)
+        self.final_layer = FinalLayer(hidden_size, patch_size, conv_head_channels or channels)
+        self.conv_head = ConvOutputHead(conv_head_channels, channels) if conv_head_channels else None
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -137,7 +158,10 @@ class DiT(nn.Module):
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+        # The output starts at zero: through the final linear layer, or (conv head) through its last
+        # convolution, so that the features feeding it still get gradients.
+        last = self.final_layer.linear if self.conv_head is None else self.conv_head.conv2
+        for layer in (self.final_layer.adaLN_modulation[-1], last):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -172,4 +196,5 @@ class DiT(nn.Module):
                 tokens = block(tokens, c)
         patches = self.final_layer(tokens, c)
         p = self.patch_size
-        return rearrange(patches, "b (h w) (p q c) -> b c (h p) (w q)", h=self.grid[0], w=self.grid[1], p=p, q=p)
+        out = rearrange(patches, "b (h w) (p q c) -> b c (h p) (w q)", h=self.grid[0], w=self.grid[1], p=p, q=p)
+        return out if self.conv_head is None else self.conv_head(out)
