@@ -83,8 +83,8 @@ def test_ema() -> None:
 
 def test_plot_loss_curves(tmp_path: Path) -> None:
     log = tmp_path / "metrics.jsonl"
-    lines = [json.dumps({"step": i, "loss": 1.0 / (i + 1), "loss_fm": 0.5, "loss_kl": -0.1 * i, "tag": "x"})
-             for i in range(20)]
+    lines = [json.dumps({"step": i, "time": 1.7e9 + i, "loss": 1.0 / (i + 1), "loss_fm": 0.5, "loss_kl": -0.1 * i,
+                         "tag": "x"}) for i in range(20)]
     lines.insert(3, json.dumps({"loss": 9.0}))  # no step: ignored
     lines.append(json.dumps({"step": 20, "loss_clip": 0.3}))
     log.write_text("\n".join(lines) + '\n{"step": 21, "lo')
@@ -92,6 +92,7 @@ def test_plot_loss_curves(tmp_path: Path) -> None:
     assert out.exists() and out.stat().st_size > 1000
     with Image.open(out) as im:
         assert im.format == "PNG" and im.height > im.width
+        assert im.height == 4 * 260  # loss, loss_fm, loss_kl, loss_clip: one 2.6-inch panel each, no wall clock
     assert plot_loss_curves(log, tmp_path / "one.png", keys=["loss", "absent"]).exists()
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"loss": 1}\n{"step": ')

@@ -50,6 +50,9 @@ def ema(values: Sequence[float], smooth: float) -> list[float]:
     return out
 
 
+NOT_PLOTTED: tuple[str, ...] = ("time",)  # a timestamp per row, not a curve anyone reads
+
+
 def plot_loss_curves(jsonl_path: str | Path, out_png: str | Path, keys: Sequence[str] | None = None,
                      smooth: float = 0.9) -> Path:
     """Plot numeric metrics against ``step``, one subplot per key, and save a PNG.
@@ -60,8 +63,8 @@ def plot_loss_curves(jsonl_path: str | Path, out_png: str | Path, keys: Sequence
     Args:
         jsonl_path: Metrics log; rows without a numeric ``"step"`` are ignored.
         out_png: Output image path (parent folders are created).
-        keys: Metrics to plot; default every numeric key except ``step`` (in first-seen order). Keys
-            absent from the log are skipped with a logged warning.
+        keys: Metrics to plot; default every numeric key except ``step`` and the wall-clock ``time``
+            (in first-seen order). Keys absent from the log are skipped with a logged warning.
         smooth: EMA factor in [0, 1).
 
     Returns:
@@ -82,7 +85,7 @@ def plot_loss_curves(jsonl_path: str | Path, out_png: str | Path, keys: Sequence
     if not rows or not found:
         raise ValueError(f"{jsonl_path}: no usable rows (need JSON objects with a numeric 'step' and metrics)")
     if keys is None:
-        keys = list(found)
+        keys = [k for k in found if k not in NOT_PLOTTED]
     missing = [k for k in keys if k not in found]
     if missing:
         logger.warning("%s: no numeric values for %s; available: %s", jsonl_path, missing, list(found))
