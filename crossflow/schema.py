@@ -127,6 +127,10 @@ class VelocityNetConfig:
                                     "U-ViT/DiMR-style convolutional output)")
     dimr: DiMRConfig = field(default_factory=DiMRConfig, metadata={"help": "DiMR sizes (arch: dimr)"})
 
+    def __post_init__(self) -> None:
+        if self.conv_head_channels < 0:
+            raise ValueError(f"conv_head_channels must be >= 0 (0: linear patch output), got {self.conv_head_channels}")
+
 
 @dataclass
 class ContrastiveConfig:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from crossflow.config import ConfigError, from_dict
 from crossflow.encoders import ConvFeatureEncoder, TokenSequenceVE
 from crossflow.models.dit import DiT
 from crossflow.nn import sincos_2d_position_embedding
+from crossflow.schema import VelocityNetConfig
 
 
 def test_token_ve_gives_a_gaussian_of_the_target_shape():
@@ -85,6 +87,8 @@ def test_dit_conv_head_starts_at_zero_and_trains():
     out.sum().backward()
     assert net.conv_head.conv2.weight.grad.abs().sum() > 0  # ... but the last conv gets a gradient
     assert net.final_layer.linear.out_features == 4 * 4 * 8  # k feature channels per pixel
+    with pytest.raises(ConfigError, match=r"model\.velocity_net: conv_head_channels must be >= 0"):
+        from_dict(VelocityNetConfig, {"conv_head_channels": -1}, path="model.velocity_net")
     plain = DiT((3, 8, 8), patch_size=4, hidden_size=32, depth=1, num_heads=4)
     assert plain.conv_head is None and "conv_head.conv1.weight" not in plain.state_dict()
 
