@@ -24,7 +24,8 @@ from crossflow.flow.path import LinearPath, sample_time
 from crossflow.flow.solvers import solve
 from crossflow.model import LossOutput
 from crossflow.models.dit_xattn import CrossAttentionDiT
-from crossflow.schema import FlowConfig, ModelConfig, SampleConfig
+from crossflow.config import ConfigError
+from crossflow.schema import FlowConfig, ModelConfig, SampleConfig, VelocityNetConfig
 
 
 class _TextBoundNet:
@@ -126,6 +127,11 @@ class CrossAttentionFlow(nn.Module):
                               solver=opts["solver"], steps=opts["steps"], callback=callback, **grid)
 
 
+#: ``model.velocity_net`` keys the cross-attention DiT ignores; a non-default value is an error, not a silent no-op.
+UNSUPPORTED_BY_BASELINE: tuple[str, ...] = ("arch", "conv_head_channels", "cond_channels", "time_scale",
+                                            "indicator_init_std")
+
+
 def build_xattn_baseline(model: ModelConfig, flow: FlowConfig, *, source_dim: int,
                          latent_shape: tuple[int, int, int]) -> CrossAttentionFlow:
     """Build the cross-attention baseline from ``model.velocity_net`` (sizes) and ``model.xattn`` (CFG drop).
@@ -135,6 +141,12 @@ def build_xattn_baseline(model: ModelConfig, flow: FlowConfig, *, source_dim: in
         latent_shape: ``(C, H, W)`` of the target latent.
     """
     net_cfg, x_cfg = model.velocity_net, model.xattn
+    defaults = VelocityNetConfig()
+    for key in UNSUPPORTED_BY_BASELINE:  # options of the CrossFlow DiT that this network does not have
+        if getattr(net_cfg, key) != getattr(defaults, key):
+            raise ConfigError(f"model.velocity_net.{key}={getattr(net_cfg, key)!r}: not supported by "
+                              f"model.kind=xattn_baseline (a DiT with cross-attention); leave it at "
+                              f"{getattr(defaults, key)!r}")
     net = CrossAttentionDiT(latent_shape, source_dim, patch_size=net_cfg.patch_size, hidden_size=net_cfg.hidden_size,
                             depth=net_cfg.depth, num_heads=net_cfg.num_heads, mlp_ratio=net_cfg.mlp_ratio,
                             null_tokens=x_cfg.null_tokens, gradient_checkpointing=net_cfg.gradient_checkpointing)
