@@ -18,13 +18,13 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from crossflow.config import ConfigError
 from crossflow.flow.guidance import GuidedVelocity
 from crossflow.flow.loss import flow_matching_loss
 from crossflow.flow.path import LinearPath, sample_time
 from crossflow.flow.solvers import solve
 from crossflow.model import LossOutput
 from crossflow.models.dit_xattn import CrossAttentionDiT
-from crossflow.config import ConfigError
 from crossflow.schema import FlowConfig, ModelConfig, SampleConfig, VelocityNetConfig
 
 

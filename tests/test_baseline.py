@@ -142,6 +142,6 @@ def test_toy_baseline_config_validates_and_builds():
         load_experiment("configs/t2i/toy_xattn.yaml", ["model.xattn.cond_drop_probability=1.5"])
     for override in ("model.velocity_net.conv_head_channels=32", "model.velocity_net.arch=dimr",
                      "model.velocity_net.time_scale=1000"):  # CrossFlow-DiT options the baseline does not have
-        cfg, task_cls = load_experiment("configs/t2i/toy_xattn.yaml", [override])
+        cfg, _ = load_experiment("configs/t2i/toy_xattn.yaml", [override])
         with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.") + ".*xattn_baseline"):
             build_xattn_baseline(cfg.model, cfg.flow, source_dim=384, latent_shape=(3, 32, 32))

@@ -89,7 +89,7 @@ class Trainer:
         self.ema = EMA(model, tc.ema_decay, tc.ema_warmup)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
                                            betas=tuple(tc.betas), weight_decay=tc.weight_decay,
-                                           fused=tc.fused_optimizer or None)
+                                           fused=tc.fused_optimizer)
         self.scheduler = build_scheduler(self.optimizer, warmup_steps=tc.warmup_steps, total_steps=tc.max_steps,
                                          schedule=tc.lr_schedule, min_ratio=tc.min_lr_ratio)
         if tc.compile:
