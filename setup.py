@@ -36,5 +36,16 @@ setup(
         "timm": ["timm>=1.0"],
         "tensorboard": ["tensorboard>=2.12"],
     },
-    entry_points={"console_scripts": ["crossflow=crossflow.cli:main"]},
+    entry_points={
+        "console_scripts": ["crossflow=crossflow.cli:main"],
+        # Task adapters, found by name (`task: {name: ...}` in a config). A task package of your own
+        # registers the same way in its own setup.py / pyproject.toml (docs/adding_a_task.md).
+        "crossflow.tasks": [
+            "t2i = tasks.t2i:TextToImageTask",
+            "depth = tasks.depth:DepthTask",
+            "super_resolution = tasks.super_resolution:SuperResolutionTask",
+            "captioning = tasks.captioning:CaptioningTask",
+            "captioning.text_vae_stage = tasks.captioning.text_vae_stage:TextVAEStage",
+        ],
+    },
 )

@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crossflow.task import load_experiment  # noqa: E402
+from crossflow.registry import load_experiment  # noqa: E402
 
 #: Dense bf16 tensor-core peaks (FLOP/s) for MFU; fp32 peaks are far lower and not listed.
 GPU_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165e12}
@@ -33,18 +33,26 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def random_batch(task, b: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random training batch with the shapes of ``task``'s source and target specs."""
+    g = torch.Generator().manual_seed(seed)
+    source = task.source_spec()
+    batch = {"source": torch.randn(b, *source.shape, generator=g),
+             "target": torch.randn(b, *task.target_spec().shape, generator=g)}
+    if source.kind == "tokens":
+        batch["source_mask"] = torch.ones(b, source.max_tokens, dtype=torch.bool)
+    return batch
+
+
 def build(args: argparse.Namespace):
     """Model and a random batch with the shapes of the config's task."""
     cfg, task_cls = load_experiment(args.config, args.overrides)
     task = task_cls(cfg)
     model = task.build_model().to(args.device)
     if args.compile:
-        model.velocity_net.compile()
-    b = args.batch_size or cfg.train.batch_size
-    g = torch.Generator().manual_seed(0)
-    batch = {"source": torch.randn(b, task.max_tokens, task.source_dim, generator=g),
-             "source_mask": torch.ones(b, task.max_tokens, dtype=torch.bool),
-             "target": torch.randn(b, *task.latent_shape, generator=g)}
+        for module in model.compile_modules():
+            module.compile()
+    batch = random_batch(task, args.batch_size or cfg.train.batch_size)
     return cfg, task, model, {k: v.to(args.device) for k, v in batch.items()}
 
 

@@ -35,7 +35,7 @@ from crossflow.data.feature_shards import FeatureShards, write_shard  # noqa: E4
 from crossflow.data.image_text import load_rgb  # noqa: E402
 from crossflow.data.official_npy import OfficialFeatureFolder  # noqa: E402
 from crossflow.data.transforms import center_crop_adm  # noqa: E402
-from t2i_fixtures import WORDS, make_tiny_clip, make_tiny_vae  # noqa: E402
+from helpers.tiny_models import WORDS, make_tiny_clip, make_tiny_vae  # noqa: E402
 
 PAPER = {"clip": (77, 768), "t5": (77, 4096)}
 

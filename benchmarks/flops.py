@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import common  # noqa: F401 - puts the repository root on sys.path
 
-from crossflow.task import load_experiment  # noqa: E402
+from crossflow.registry import load_experiment  # noqa: E402
 from crossflow.utils.params import build_on_meta  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     for path in args.configs:
         cfg, task_cls = load_experiment(path, args.set)
         model = build_on_meta(cfg, task_cls)
-        shape = task_cls(cfg).latent_shape
+        shape = task_cls(cfg).target_spec().shape
         x = torch.empty(1, *shape, device="meta")
         t = torch.empty(1, device="meta")
         null = torch.zeros(1, dtype=torch.bool, device="meta")

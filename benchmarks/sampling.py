@@ -8,6 +8,8 @@ evaluations (NFE) per sample. Prints one Markdown table row for benchmarks/RESUL
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from common import autocast, base_parser, build, count_flops, device_name, mfu, peak_memory_mib, time_per_call
@@ -22,10 +24,11 @@ def main() -> None:
     cfg, task, model, batch = build(args)
     model.eval()
 
+    options = replace(cfg.sample, steps=args.steps, guidance=args.guidance, solver=args.solver)
+
     def sample() -> torch.Tensor:
         with torch.no_grad(), autocast(args):
-            return model.generate(batch["source"], batch["source_mask"], steps=args.steps, guidance=args.guidance,
-                                  solver=args.solver)
+            return model.generate(batch["source"], batch.get("source_mask"), options=options)
 
     flops = count_flops(sample)
     seconds = time_per_call(sample, iters=args.iters, warmup=args.warmup, device=args.device)

@@ -21,7 +21,7 @@ def main() -> None:
 
     def step() -> None:
         with autocast(args):
-            loss = model.loss(batch).loss
+            loss = model(batch).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

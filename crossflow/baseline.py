@@ -3,7 +3,7 @@
 This is the "standard flow matching + cross-attention" row of the paper's Table 1, trained by the
 same trainer with the same path, time sampler and loss as CrossFlow, so the two can be compared
 at equal recipe. :class:`CrossAttentionFlow` has CrossFlow's interface (``loss(batch)``,
-``forward``, ``generate(source, source_mask, sample=...)``, ``integrate``); it has no variational
+``compile_modules``, ``generate(source, source_mask, options=..., noise=...)``); it has no variational
 encoder, so there is no ``z0`` of the text (tools that edit ``z0`` do not apply to it).
 
 Guidance is classic classifier-free guidance: during training each sample's text is replaced by a
@@ -18,14 +18,12 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from crossflow.config import ConfigError
 from crossflow.flow.guidance import GuidedVelocity
 from crossflow.flow.loss import flow_matching_loss
 from crossflow.flow.path import LinearPath, sample_time
 from crossflow.flow.solvers import solve
-from crossflow.model import LossOutput
-from crossflow.models.dit_xattn import CrossAttentionDiT
-from crossflow.schema import FlowConfig, ModelConfig, SampleConfig, VelocityNetConfig
+from crossflow.train.protocol import TrainOutput
+from crossflow.schema import FlowConfig, SampleConfig
 
 
 class _TextBoundNet:
@@ -42,14 +40,14 @@ class _TextBoundNet:
         if reps > 1:
             ctx = ctx.repeat(reps, 1, 1)
             mask = None if mask is None else mask.repeat(reps, 1)
-        return self.net(x, t, null, ctx, mask)
+        return self.net(x, t, null, context=ctx, context_mask=mask)
 
 
 class CrossAttentionFlow(nn.Module):
     """Flow matching from ``N(0, I)`` to the target latent with a cross-attention velocity network.
 
     Args:
-        velocity_net: ``net(x_t, t, null_indicator, context, context_mask) -> v``; must expose
+        velocity_net: ``net(x_t, t, null_indicator, *, context=, context_mask=) -> v``; must expose
             ``latent_shape``.
         flow: path (``sigma_min``) and time sampler, shared with CrossFlow.
         cond_drop_probability: probability that a training sample's text is replaced by the null sequence.
@@ -63,7 +61,11 @@ class CrossAttentionFlow(nn.Module):
         self.cond_drop_probability = cond_drop_probability
         self.latent_shape = tuple(velocity_net.latent_shape)
 
-    def loss(self, batch: dict[str, Tensor], generator: Optional[torch.Generator] = None) -> LossOutput:
+    def compile_modules(self) -> list[nn.Module]:
+        """``train.compile`` compiles the cross-attention DiT in place."""
+        return [self.velocity_net]
+
+    def forward(self, batch: dict[str, Tensor], generator: Optional[torch.Generator] = None) -> TrainOutput:
         """Flow-matching loss from Gaussian noise.
 
         Args:
@@ -72,7 +74,7 @@ class CrossAttentionFlow(nn.Module):
             generator: optional RNG for noise, drop and time draws.
 
         Returns:
-            :class:`LossOutput` with ``kl`` and ``contrastive`` zero and ``null_fraction`` the dropped fraction.
+            :class:`TrainOutput` with logs ``loss``, ``loss_fm`` and ``null_fraction`` (the dropped fraction).
         """
         z1 = batch["target"]
         b, device = z1.shape[0], z1.device
@@ -81,73 +83,29 @@ class CrossAttentionFlow(nn.Module):
         t = sample_time(b, kind=self.flow.time_sampler, mean=self.flow.logit_mean, std=self.flow.logit_std,
                         device=device, generator=generator)
         point = self.path.sample(noise, z1, t)
-        pred = self.velocity_net(point.x_t, t, drop, batch["source"], batch.get("source_mask"))
+        pred = self.velocity_net(point.x_t, t, drop, context=batch["source"], context_mask=batch.get("source_mask"))
         fm = flow_matching_loss(pred, point.velocity).mean()
-        zero = z1.new_zeros((), dtype=torch.float32)
-        return LossOutput(loss=fm, fm=fm.detach(), kl=zero, contrastive=zero, null_fraction=float(drop.float().mean()))
+        return TrainOutput(loss=fm, logs={"loss": fm.detach(), "loss_fm": fm.detach(),
+                                          "null_fraction": drop.float().mean()})
 
-    def forward(self, batch: dict[str, Tensor], generator: Optional[torch.Generator] = None) -> LossOutput:
-        """Same as :meth:`loss` (``forward`` is what DDP wraps)."""
-        return self.loss(batch, generator)
-
-    @torch.no_grad()
-    def initial_noise(self, batch: int, *, device: torch.device | str,
-                      generator: Optional[torch.Generator] = None) -> Tensor:
-        """The start of the flow: ``(B, C, H, W)`` standard normal noise."""
-        return torch.randn(batch, *self.latent_shape, generator=generator, device=device)
-
-    @torch.no_grad()
-    def integrate(self, x0: Tensor, *, source: Tensor, source_mask: Optional[Tensor] = None, guidance: float = 1.0,
-                  mode: str = "guided", solver: str = "euler", steps: int = 50, callback: Optional[Callable] = None,
-                  **solver_options) -> Tensor:
-        """Run the ODE from noise ``x0`` (t=0) to the target latent (t=1), conditioned on ``source``."""
-        velocity = GuidedVelocity(_TextBoundNet(self.velocity_net, source, source_mask), scale=guidance, mode=mode)
-        return solve(velocity, x0, method=solver, steps=steps, t0=0.0, t1=1.0, callback=callback, **solver_options)
+    loss = forward
 
     @torch.no_grad()
     def generate(self, source: Tensor, source_mask: Optional[Tensor] = None, *,
-                 sample: Optional[SampleConfig] = None, mode: str = "guided",
-                 generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
-                 **overrides) -> Tensor:
+                 options: Optional[SampleConfig] = None, noise: Optional[Tensor] = None, mode: str = "guided",
+                 callback: Optional[Callable] = None) -> Tensor:
         """Text → noise → ODE with CFG → target latent ``(B, C, H, W)``.
 
-        ``sample`` gives solver/steps/guidance; keyword ``overrides`` replace single fields. The
-        ``z0``/``temperature`` settings of CrossFlow do not apply (the start is always ``N(0, I)``)
-        and are ignored. ``callback`` gets ``{"step": -1, "t": 0.0, "x": x0}`` first, then the
-        solver's per-step reports.
+        ``options`` gives solver/steps/time grid/guidance; its ``z0``/``temperature`` do not apply (the start
+        is always ``N(0, I)``: ``noise`` when given, else the global RNG). ``callback`` gets
+        ``{"step": -1, "t": 0.0, "x": x0}`` first, then the solver's per-step reports.
         """
-        s = sample or SampleConfig()
-        opts = {"solver": s.solver, "steps": s.steps, "guidance": s.guidance,
-                "time_grid": getattr(s, "time_grid", "uniform")} | overrides
-        x0 = self.initial_noise(source.shape[0], device=source.device, generator=generator)
+        s = options or SampleConfig()
+        x0 = noise if noise is not None else torch.randn(source.shape[0], *self.latent_shape)
+        x0 = x0.to(source.device, torch.float32)
         if callback is not None:
-            callback({"step": -1, "t": 0.0, "x": x0, "method": opts["solver"]})
-        grid = {} if opts["time_grid"] == "uniform" else {"grid": opts["time_grid"]}
-        return self.integrate(x0, source=source, source_mask=source_mask, guidance=opts["guidance"], mode=mode,
-                              solver=opts["solver"], steps=opts["steps"], callback=callback, **grid)
+            callback({"step": -1, "t": 0.0, "x": x0, "method": s.solver})
+        velocity = GuidedVelocity(_TextBoundNet(self.velocity_net, source, source_mask), scale=s.guidance, mode=mode)
+        grid = {} if s.time_grid == "uniform" else {"grid": s.time_grid}
+        return solve(velocity, x0, method=s.solver, steps=s.steps, t0=0.0, t1=1.0, callback=callback, **grid)
 
-
-#: ``model.velocity_net`` keys the cross-attention DiT ignores; a non-default value is an error, not a silent no-op.
-UNSUPPORTED_BY_BASELINE: tuple[str, ...] = ("arch", "conv_head_channels", "cond_channels", "time_scale",
-                                            "indicator_init_std")
-
-
-def build_xattn_baseline(model: ModelConfig, flow: FlowConfig, *, source_dim: int,
-                         latent_shape: tuple[int, int, int]) -> CrossAttentionFlow:
-    """Build the cross-attention baseline from ``model.velocity_net`` (sizes) and ``model.xattn`` (CFG drop).
-
-    Args:
-        source_dim: width of the LM token states.
-        latent_shape: ``(C, H, W)`` of the target latent.
-    """
-    net_cfg, x_cfg = model.velocity_net, model.xattn
-    defaults = VelocityNetConfig()
-    for key in UNSUPPORTED_BY_BASELINE:  # options of the CrossFlow DiT that this network does not have
-        if getattr(net_cfg, key) != getattr(defaults, key):
-            raise ConfigError(f"model.velocity_net.{key}={getattr(net_cfg, key)!r}: not supported by "
-                              f"model.kind=xattn_baseline (a DiT with cross-attention); leave it at "
-                              f"{getattr(defaults, key)!r}")
-    net = CrossAttentionDiT(latent_shape, source_dim, patch_size=net_cfg.patch_size, hidden_size=net_cfg.hidden_size,
-                            depth=net_cfg.depth, num_heads=net_cfg.num_heads, mlp_ratio=net_cfg.mlp_ratio,
-                            null_tokens=x_cfg.null_tokens, gradient_checkpointing=net_cfg.gradient_checkpointing)
-    return CrossAttentionFlow(net, flow, cond_drop_probability=x_cfg.cond_drop_probability)

@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from crossflow.cli_sampling import add_parsers as add_sampling_parsers
-from crossflow.cli_sampling import cmd_arithmetic, cmd_interpolate
+from crossflow.cli_sampling import add_generation_options, add_parsers as add_sampling_parsers
+from crossflow.cli_sampling import cmd_arithmetic, cmd_interpolate, cmd_sample, generation_overrides
 from crossflow.config import ConfigError, describe, parse_overrides
 
 log = logging.getLogger("crossflow")
@@ -48,28 +48,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --run-dir")
     p.add_argument("--eval", action="store_true", help="evaluate the EMA model on held-out data after training")
 
-    def add_generation_options(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--steps", type=int, help="ODE solver steps (default: the config's sample.steps)")
-        q.add_argument("--solver", choices=["euler", "heun", "midpoint", "rk4", "dopri5"], help="ODE solver")
-        q.add_argument("--guidance", type=float, help="CFG scale; 1 disables guidance")
-        q.add_argument("--z0", choices=["mean", "sample"], help="start from the VE mean or a posterior sample")
-        q.add_argument("--temperature", type=float, help="posterior noise scale when --z0 sample")
-        q.add_argument("--seed", type=int, help="generation seed")
-        q.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-
-    p = sub.add_parser("sample", help="generate from prompts (or input images) with a trained model",
-                       description="Generate images from prompts; writes NNNN.png, prompts.jsonl and grid.png. Under "
-                                   "accelerate launch / torchrun the prompts are split over the processes. "
-                                   "Tasks whose source is an image (depth, super_resolution, captioning) take "
-                                   "--input files instead and write their own outputs.")
-    p.add_argument("model", help="run directory or export directory")
-    p.add_argument("--input", action="append", default=[], help="an input file, e.g. an image (repeatable)")
-    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
-    p.add_argument("--prompts-file", help="text file with one prompt per line")
-    p.add_argument("--num", type=int, default=1, help="samples per prompt (default 1)")
-    p.add_argument("--out", default="outputs/samples", help="output directory (default outputs/samples)")
-    add_generation_options(p)
-    add_sampling_parsers(sub, add_generation_options)  # interpolate, arithmetic
+    add_sampling_parsers(sub)  # sample, interpolate, arithmetic
 
     p = sub.add_parser("eval", help="evaluate a trained model on its task's held-out data",
                        description="Run the task's evaluation; writes metrics.json and pictures to --out.")
@@ -77,7 +56,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: MODEL/eval)")
     p.add_argument("--num", type=int, help="evaluate only the first N held-out items")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="overrides of the saved config, e.g. task.eval.inception_weights=PATH (t2i FID/CLIP)")
+                   help="overrides of the saved config, e.g. task.metrics.inception_weights=PATH (t2i FID/CLIP)")
     add_generation_options(p)
 
     p = sub.add_parser("demo", help="train, sample and evaluate the toy text-to-image model on a CPU",
@@ -106,63 +85,37 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _generation_overrides(args: argparse.Namespace) -> dict:
-    return {k: v for k in ("steps", "solver", "guidance", "z0", "temperature", "seed")
-            if (v := getattr(args, k, None)) is not None}
+def _evaluate(model_dir: str | Path, out: Path, args: argparse.Namespace, overrides=()) -> dict:
+    """Load a model into the pipeline and run its task's evaluator with the command line's sampling options."""
+    from crossflow.pipeline import Pipeline
 
-
-def _device(name: str | None) -> str:
-    import torch
-
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = getattr(args, "device", None) or None
+    pipe = Pipeline.from_pretrained(model_dir, device=device, overrides=overrides)
+    options = pipe.options(**generation_overrides(args))
+    return pipe.task.evaluator().evaluate(pipe, out, num=getattr(args, "num", None), options=options)
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
-    from crossflow.task import load_experiment
+    from crossflow.registry import load_experiment
     from crossflow.train.trainer import Trainer
 
     cfg, task_cls = load_experiment(args.config, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
-    task = task_cls(cfg)
-    result = Trainer(cfg, task, run_dir, resume=args.resume).fit()
+    result = Trainer(cfg, task_cls(cfg), run_dir, resume=args.resume).fit()
     summary = {"step": result.step, "run_dir": str(run_dir), "export": str(result.export_dir),
                "samples_per_s": round(result.samples_per_second, 1), "final_loss": result.final_loss}
     if args.eval:
-        from crossflow.inference import load_model
-
-        model, task, _ = load_model(result.export_dir)
-        summary["metrics"] = task.evaluate(model, run_dir / "eval")
+        summary["metrics"] = _evaluate(result.export_dir, run_dir / "eval", args)
     return summary
 
 
-def cmd_sample(args: argparse.Namespace) -> dict:
-    from crossflow.cli_sampling import cmd_sample as sample_prompts
-    from crossflow.inference import load_model
-
-    if args.input:
-        if args.prompt or args.prompts_file:
-            raise ValueError("give either --input files or prompts, not both")
-        model, task, cfg = load_model(args.model, device=_device(args.device))
-        opts = _generation_overrides(args)
-        seed = opts.pop("seed", cfg.sample.seed)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        return task.sample_inputs(model, list(args.input), out, seed=seed, **opts)
-    return sample_prompts(args)  # prompts split over all launched processes (accelerate / torchrun)
-
-
 def cmd_eval(args: argparse.Namespace) -> dict:
-    from crossflow.inference import load_model
-
-    model, task, _ = load_model(args.model, device=_device(args.device),
-                                overrides=parse_overrides(getattr(args, "overrides", [])))
     out = Path(args.out or Path(args.model) / "eval")
-    return task.evaluate(model, out, num=args.num, **_generation_overrides(args))
+    return _evaluate(args.model, out, args, parse_overrides(getattr(args, "overrides", [])))
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
-    from crossflow.inference import load_model
-    from crossflow.task import load_experiment
+    from crossflow.registry import load_experiment
     from crossflow.train.plots import plot_loss_curves
     from crossflow.train.trainer import Trainer
 
@@ -174,8 +127,7 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     result = Trainer(cfg, task_cls(cfg), out).fit()
     train_seconds = time.time() - start
     plot_loss_curves(out / "metrics.jsonl", out / "loss.png")
-    model, task, _ = load_model(result.export_dir)
-    metrics = task.evaluate(model, out)
+    metrics = _evaluate(result.export_dir, out, args)
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["train_steps"] = result.step
     metrics["total_seconds"] = round(time.time() - start, 1)
@@ -191,14 +143,15 @@ def cmd_demo(args: argparse.Namespace) -> dict:
 def cmd_extract(args: argparse.Namespace) -> dict:
     """Hand the arguments to the feature extractor of the config's task (default t2i)."""
     from crossflow.config import load_yaml
-    from crossflow.task import load_task_class
+    from crossflow.registry import load_task_class
+    from crossflow.task import ExtractsFeatures
 
     config = next((a for a in args.rest if a.endswith((".yaml", ".yml"))), None)
     name = str((load_yaml(config).get("task") or {}).get("name", "t2i")) if config else "t2i"
-    extract = getattr(load_task_class(name), "extract_features", None)
-    if extract is None:
+    task_cls = load_task_class(name)
+    if not isinstance(task_cls, ExtractsFeatures):
         raise ValueError(f"task {name!r} has no feature extractor")
-    return extract(list(args.rest))
+    return task_cls.extract_features(list(args.rest))
 
 
 def cmd_params(args: argparse.Namespace) -> dict:

@@ -1,9 +1,11 @@
 """``crossflow sample`` (one or many processes), ``crossflow interpolate`` and ``crossflow arithmetic``.
 
-``sample`` runs under ``accelerate launch`` / ``torchrun`` as well as alone: the prompts are split
-between the processes (each writes its own ``NNNN.png`` under the shared output folder, numbered by
-the prompt's global index) and rank 0 writes ``prompts.jsonl`` and ``grid.png``. The other two act on
-the source latent ``z0`` of a CrossFlow model before the ODE (see :mod:`crossflow.latent_ops`).
+All three go through :class:`~crossflow.pipeline.Pipeline`. ``sample`` runs under ``accelerate launch`` /
+``torchrun`` as well as alone: the inputs are split between the processes (each writes its own
+``NNNN.*`` under the shared output folder, numbered by the input's global index, whose noise is seeded
+by that index, so the images do not depend on the number of processes) and rank 0 writes the index
+(``prompts.jsonl`` or ``inputs.jsonl``) and ``grid.png``. The other two act on the source latent ``z0``
+of a CrossFlow model before the ODE (see :mod:`crossflow.latent_ops`).
 """
 
 from __future__ import annotations
@@ -12,15 +14,53 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger("crossflow")
-GRID_IMAGES = 64  # images shown in grid.png
+GRID_ITEMS = 64   # samples shown in grid.png
 MIN_FRAMES = 5    # the official interpolation demo asks for at least 5
+SOLVERS = ["euler", "heun", "midpoint", "rk4", "dopri5"]
 
 
-def add_parsers(sub: Any, add_generation_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``interpolate`` and ``arithmetic`` on the ``crossflow`` sub-parser set."""
+def add_generation_options(q: argparse.ArgumentParser) -> None:
+    """Sampling options shared by sample, eval, interpolate and arithmetic (default: the model's config)."""
+    q.add_argument("--steps", type=int, help="ODE solver steps (default: the model's sample.steps)")
+    q.add_argument("--solver", choices=SOLVERS, help="ODE solver (default: the model's sample.solver)")
+    q.add_argument("--guidance", type=float, help="CFG scale; 1 disables guidance (default: the model's sample.guidance)")
+    q.add_argument("--z0", choices=["mean", "sample"], help="start from the VE mean or a posterior sample "
+                                                            "(default: the model's sample.z0)")
+    q.add_argument("--temperature", type=float, help="posterior noise scale when --z0 sample "
+                                                     "(default: the model's sample.temperature)")
+    q.add_argument("--seed", type=int, help="generation seed; sample i's noise is seeded by (seed, i) "
+                                            "(default: the model's sample.seed)")
+    q.add_argument("--batch-size", type=int, help="samples per forward batch; does not change the results "
+                                                  "(default: the model's sample.batch_size)")
+    q.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+def generation_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling options given on the command line (None: not given)."""
+    return {k: getattr(args, k, None) for k in ("steps", "solver", "guidance", "z0", "temperature", "seed",
+                                                "batch_size")}
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``sample``, ``interpolate`` and ``arithmetic`` on the ``crossflow`` sub-parser set."""
+    p = sub.add_parser("sample", help="generate from prompts (or input images) with a trained model",
+                       description="Generate with a trained model of any task. Text tasks take --prompt / "
+                                   "--prompts-file; image-source tasks (depth, super_resolution, captioning) take "
+                                   "--input image files. Writes one output per input and per --num (NNNN.png, "
+                                   "+ NNNN.npy for depth), the index prompts.jsonl or inputs.jsonl (captions are "
+                                   "in it), and grid.png. Under accelerate launch / torchrun the inputs are split "
+                                   "over the processes.")
+    p.add_argument("model", help="run directory or export directory")
+    p.add_argument("--input", action="append", default=[], help="an input file, e.g. an image (repeatable)")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    p.add_argument("--prompts-file", help="text file with one prompt per line")
+    p.add_argument("--num", type=int, default=1, help="samples per prompt or input (default 1)")
+    p.add_argument("--out", default="outputs/samples", help="output directory (default outputs/samples)")
+    add_generation_options(p)
+
     p = sub.add_parser("interpolate", help="images along the line between two prompts' z0",
                        description="Linear interpolation between the VE latents z0 of two prompts (before the ODE). "
                                    "Writes frame_NNN.png, interpolation.gif, strip.png and interpolation.json.")
@@ -49,11 +89,6 @@ def add_parsers(sub: Any, add_generation_options: Callable[[argparse.ArgumentPar
     add_generation_options(p)
 
 
-def _generation_overrides(args: argparse.Namespace) -> dict:
-    return {k: v for k in ("steps", "solver", "guidance", "z0", "temperature", "seed")
-            if (v := getattr(args, k, None)) is not None}
-
-
 def _read_prompts(args: argparse.Namespace) -> list[str]:
     prompts = list(args.prompt)
     if args.prompts_file:
@@ -61,77 +96,113 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
         if not path.is_file():
             raise FileNotFoundError(f"--prompts-file {path} does not exist")
         prompts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not prompts:
-        raise ValueError("no prompts: give --prompt TEXT (repeatable) or --prompts-file FILE")
-    if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
     return prompts
 
 
-def _load(args: argparse.Namespace, device: str, method: str):
-    from crossflow.inference import load_model
-
-    model, task, cfg = load_model(args.model, device=device)
-    if not hasattr(task, method):
-        raise ValueError(f"task {cfg.task.name!r} does not generate from prompts (`crossflow {args.command}` "
-                         f"needs its {method})")
-    return model, task, cfg
-
-
-def _local_device(name: str | None) -> str:
+def _device(name: str | None) -> str:
     import torch
 
     return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def cmd_sample(args: argparse.Namespace) -> dict:
-    """Generate ``--num`` images per prompt, split over all launched processes."""
+def _text_pipeline(args: argparse.Namespace, what: str):
+    """A pipeline whose task takes prompts (interpolation and arithmetic need one)."""
+    from crossflow.pipeline import Pipeline
+    from crossflow.task import TakesText
+
+    pipe = Pipeline.from_pretrained(args.model, device=_device(args.device))
+    if not isinstance(pipe.processor, TakesText):
+        raise ValueError(f"task {pipe.task.name!r} does not take prompts; `crossflow {what}` needs a text-source task")
+    return pipe
+
+
+def _sample_tiles(output: Any, inputs: list[Any] | None) -> list[list[Any]]:
+    """Per sample, the tiles shown in grid.png: its output, or ``input | output`` when the inputs are images."""
     import numpy as np
+    from PIL import Image
+
+    tiles = output.tiles()
+    if inputs is None:
+        return [[tile] for tile in tiles]
+    w = tiles.shape[2]
+    return [[np.asarray(Image.fromarray(image).resize((w, w * image.shape[0] // image.shape[1]), Image.NEAREST)), tile]
+            for image, tile in zip(inputs, tiles)]
+
+
+def _save_grid(groups: list[list[Any]], path: Path, per_row: int) -> None:
+    import numpy as np
+
+    from crossflow.utils.images import save_grid
+
+    tiles = [t for group in groups for t in group]
+    h, w = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
+    tiles = [np.pad(t, ((0, h - t.shape[0]), (0, w - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]
+    save_grid(np.stack(tiles), path, nrow=per_row, upscale=max(1, 128 // w))
+
+
+def cmd_sample(args: argparse.Namespace) -> dict:
+    """Generate ``--num`` outputs per prompt or input file, split over all launched processes."""
     import torch
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from crossflow.utils.images import save_grid, save_png, to_uint8
+    from crossflow.pipeline import Pipeline
+    from crossflow.config import to_dict
+    from crossflow.task import CachesInputs, TakesImages, TakesText
 
     prompts = _read_prompts(args)
+    if args.input and prompts:
+        raise ValueError("give either --input files or prompts, not both")
+    if not args.input and not prompts:
+        raise ValueError("nothing to sample: give --prompt TEXT (repeatable), --prompts-file FILE or --input FILE")
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
     state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
     device = args.device if args.device and state.num_processes == 1 else str(state.device)
-    model, task, cfg = _load(args, device, "generate_images")
-    expanded = [p for p in prompts for _ in range(args.num)]
-    opts = _generation_overrides(args)
-    seed = opts.pop("seed", cfg.sample.seed)
-    if state.num_processes > 1 and hasattr(task, "encode_prompts"):
-        if state.is_main_process:  # fill the embedding cache once (it takes one writer at a time)
-            unique = sorted(set(prompts))
-            for i in range(0, len(unique), 1024):
-                task.encode_prompts(unique[i:i + 1024])
+    pipe = Pipeline.from_pretrained(args.model, device=device)
+    options = pipe.options(**generation_overrides(args))
+    processor = pipe.processor
+    if prompts:
+        if not isinstance(processor, TakesText):
+            hint = ": use --input FILE" if isinstance(processor, TakesImages) else ""
+            raise ValueError(f"task {pipe.task.name!r} does not take prompts{hint}")
+        names, items, shown_inputs = prompts, processor.check_texts(prompts), None
+        index_name, key = "prompts.jsonl", "prompt"
+    else:
+        if not isinstance(processor, TakesImages):
+            hint = ": give --prompt TEXT instead" if isinstance(processor, TakesText) else ""
+            raise ValueError(f"task {pipe.task.name!r} does not take input files{hint}")
+        names, items = [str(p) for p in args.input], processor.load_images(args.input)
+        shown_inputs, index_name, key = items, "inputs.jsonl", "input"
+    expanded = [(name, item) for name, item in zip(names, items) for _ in range(args.num)]
+    if state.num_processes > 1 and isinstance(processor, CachesInputs):
+        if state.is_main_process:  # fill the cache once (it takes one writer at a time)
+            processor.fill_cache(list(items))
         state.wait_for_everyone()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    width = max(4, len(str(len(expanded) - 1)))  # file names sort in prompt order
-    shown = []
-    with state.split_between_processes(list(enumerate(expanded))) as mine:
-        batch = cfg.sample.batch_size
-        for i in range(0, len(mine), batch):  # generate and write batch by batch (bounded memory)
-            chunk = mine[i:i + batch]
-            # One seed per process and batch: with --z0 sample the images depend on the process count.
-            images = to_uint8(task.generate_images(model, [p for _, p in chunk],
-                                                   seed=seed + 1_000_003 * state.process_index + i, **opts))
-            for (index, _), img in zip(chunk, images):
-                save_png(img, out / f"{index:0{width}d}.png")
-                if index < GRID_IMAGES:
-                    shown.append((index, img))
-    shown = gather_object(shown) if state.num_processes > 1 else shown
+    width = max(4, len(str(len(expanded) - 1)))  # file names sort in input order
+    records, shown = [], []
+    with state.split_between_processes(list(range(len(expanded)))) as mine:
+        for start in range(0, len(mine), options.batch_size):  # generate and write batch by batch
+            chunk = mine[start:start + options.batch_size]
+            output = pipe([expanded[i][1] for i in chunk], options=options, first_index=chunk[0])
+            saved = output.save(out, [f"{i:0{width}d}" for i in chunk])
+            records += [(i, {key: expanded[i][0]} | rec) for i, rec in zip(chunk, saved)]
+            groups = _sample_tiles(output, None if shown_inputs is None else [expanded[i][1] for i in chunk])
+            shown += [(i, group) for i, group in zip(chunk, groups) if i < GRID_ITEMS]
+    if state.num_processes > 1:
+        records, shown = gather_object(records), gather_object(shown)
     if state.is_main_process:
-        with open(out / "prompts.jsonl", "w", encoding="utf-8") as fh:
-            for index, prompt in enumerate(expanded):
-                fh.write(json.dumps({"file": f"{index:0{width}d}.png", "prompt": prompt}) + "\n")
-        grid = [img for _, img in sorted(shown, key=lambda item: item[0])]
-        upscale = max(1, 128 // grid[0].shape[0])
-        save_grid(np.stack(grid), out / "grid.png", nrow=args.num if args.num > 1 else None,
-                  upscale=upscale)
+        settings = to_dict(options)
+        with open(out / index_name, "w", encoding="utf-8") as fh:
+            for _, rec in sorted(records, key=lambda r: r[0]):
+                fh.write(json.dumps(rec | {"settings": settings}) + "\n")
+        groups = [group for _, group in sorted(shown, key=lambda s: s[0])]
+        per_row = len(groups[0]) * args.num if args.num > 1 else None
+        _save_grid(groups, out / "grid.png", per_row or (len(groups[0]) * 4 if shown_inputs is not None else None))
     state.wait_for_everyone()
-    return {"images": len(expanded), "processes": state.num_processes, "out": str(out)}
+    return {"outputs": len(expanded), "processes": state.num_processes, "out": str(out)}
 
 
 def _write_meta(path: Path, meta: dict) -> None:
@@ -140,54 +211,59 @@ def _write_meta(path: Path, meta: dict) -> None:
 
 def cmd_interpolate(args: argparse.Namespace) -> dict:
     """Interpolate between two prompts' z0; write frames, a GIF and a strip."""
-    from crossflow.utils.images import make_grid, save_gif, save_png, to_uint8
+    from crossflow.config import to_dict
+    from crossflow.latent_ops import interpolate_latents
+    from crossflow.utils.images import make_grid, save_gif, save_png
 
     if args.frames < MIN_FRAMES:
         raise ValueError(f"--frames must be >= {MIN_FRAMES}, got {args.frames}")
-    model, task, _ = _load(args, _local_device(args.device), "interpolate_images")
-    opts = _generation_overrides(args)
-    images, _ = task.interpolate_images(model, args.prompt_a, args.prompt_b, args.frames, **opts)
-    frames = to_uint8(images)
+    pipe = _text_pipeline(args, "interpolate")
+    options = pipe.options(**generation_overrides(args))
+    z = pipe.initial_latents([args.prompt_a, args.prompt_b], options=options)
+    frames = pipe.from_latents(interpolate_latents(z[0], z[1], args.frames), options=options).tiles()
     out = Path(args.out)
     names = [save_png(img, out / f"frame_{i:03d}.png").name for i, img in enumerate(frames)]
     upscale = max(1, 128 // frames.shape[1])
     big = [make_grid(f[None], padding=0, upscale=upscale) for f in frames]
     save_gif(big + [big[-1]] * 3, out / "interpolation.gif", duration_ms=args.gif_ms)
     save_png(make_grid(frames, nrow=len(frames), upscale=upscale), out / "strip.png")
-    meta = {"from": args.prompt_a, "to": args.prompt_b, "frames": names, "options": opts}
-    _write_meta(out / "interpolation.json", meta)
+    _write_meta(out / "interpolation.json", {"from": args.prompt_a, "to": args.prompt_b, "frames": names,
+                                             "options": to_dict(options)})
     return {"frames": len(names), "gif": str(out / "interpolation.gif"), "out": str(out)}
 
 
 def cmd_arithmetic(args: argparse.Namespace) -> dict:
     """``ori + add − sub`` on the prompts' z0; write each image and a captioned row."""
     import numpy as np
+    import torch
 
-    from crossflow.utils.images import caption_under, make_grid, save_png, to_uint8
+    from crossflow.config import to_dict
+    from crossflow.latent_ops import latent_arithmetic
+    from crossflow.utils.images import caption_under, make_grid, save_png
 
     if args.add is None and args.sub is None:
         raise ValueError("give --add PROMPT, --sub PROMPT, or both")
-    model, task, _ = _load(args, _local_device(args.device), "arithmetic_images")
-    opts = _generation_overrides(args)
-    result = task.arithmetic_images(model, args.ori, args.add, args.sub, add_scale=args.add_scale,
-                                    sub_scale=args.sub_scale, renormalize=not args.no_renormalize, **opts)
+    pipe = _text_pipeline(args, "arithmetic")
+    options = pipe.options(**generation_overrides(args))
+    named = {"ori": args.ori} | ({"add": args.add} if args.add is not None else {}) | \
+            ({"sub": args.sub} if args.sub is not None else {})
+    z = dict(zip(named, pipe.initial_latents(list(named.values()), options=options).split(1)))
+    result = latent_arithmetic(z["ori"], z.get("add"), z.get("sub"), add_scale=args.add_scale,
+                               sub_scale=args.sub_scale, renormalize=not args.no_renormalize)
+    tiles = pipe.from_latents(torch.cat(list(z.values()) + [result]), options=options).tiles()
     out = Path(args.out)
     labels = {"ori": args.ori, "add": f"+ {args.add_scale:g} x {args.add}", "sub": f"- {args.sub_scale:g} x {args.sub}",
               "result": "= result"}
     panels, files = [], {}
-    for name in ("ori", "add", "sub", "result"):
-        if name not in result:
-            continue
-        img = to_uint8(result[name])[0]
+    for name, img in zip(list(named) + ["result"], tiles):
         files[name] = save_png(img, out / f"{name}.png").name
         upscale = max(1, 128 // img.shape[0])
         panels.append(caption_under(make_grid(img[None], padding=0, upscale=upscale), labels[name]))
     height = max(p.shape[0] for p in panels)
     panels = [np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0)), constant_values=255) for p in panels]
     save_png(make_grid(np.stack(panels), nrow=len(panels)), out / "arithmetic.png")
-    z = result["result_z0"]
     meta = {"ori": args.ori, "add": args.add, "sub": args.sub, "add_scale": args.add_scale, "sub_scale": args.sub_scale,
-            "renormalized": not args.no_renormalize, "result_z0_mean": float(z.mean()), "result_z0_std": float(z.std()),
-            "files": files, "options": opts}
+            "renormalized": not args.no_renormalize, "result_z0_mean": float(result.mean()),
+            "result_z0_std": float(result.std()), "files": files, "options": to_dict(options)}
     _write_meta(out / "arithmetic.json", meta)
     return {"images": files, "out": str(out)}

@@ -2,6 +2,11 @@
 
 Annotations are resolved with ``typing.get_type_hints`` (``from __future__ import annotations`` is
 fine). Every :class:`ConfigError` message starts with the dotted key, e.g. ``train.max_steps: ...``.
+
+A field annotated ``Union[A, B, ...]`` of dataclasses whose first fields are one-value ``Literal`` tags
+of one name (``arch: Literal["image"] = "image"``) is a *tagged union*: the tag in the mapping picks
+the class (a mapping without it gets the class of the field's default), and each class accepts only
+its own keys. ``to_dict`` writes the tag, so a saved config reloads as the same class.
 """
 
 from __future__ import annotations
@@ -57,19 +62,91 @@ def _fields(cls: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if f.init]
 
 
+def _tag_of(cls: Any) -> tuple[str, Any] | None:
+    """``(field name, value)`` if ``cls`` is a dataclass whose first field is a one-value ``Literal``."""
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        return None
+    fields = _fields(cls)
+    if not fields:
+        return None
+    tp = _hints(cls)[fields[0].name]
+    if get_origin(tp) is Literal and len(get_args(tp)) == 1:
+        return fields[0].name, get_args(tp)[0]
+    return None
+
+
+def tagged_union(tp: Any) -> tuple[str, dict[Any, type]] | None:
+    """``(tag field, {tag value: member class})`` if ``tp`` is a tagged union of dataclasses, else None.
+
+    A tagged union is ``Union[A, B, ...]`` (``None`` may be one more option) of two or more dataclasses
+    whose first fields share one name and are each a one-value ``Literal``, e.g. ``arch: Literal["image"]``.
+    """
+    if get_origin(tp) not in _UNIONS:
+        return None
+    options = [a for a in get_args(tp) if a is not _NoneType]
+    tags = [_tag_of(a) for a in options]
+    if len(options) < 2 or any(t is None for t in tags) or len({name for name, _ in tags}) != 1:
+        return None
+    members = {value: cls for (_, value), cls in zip(tags, options)}
+    if len(members) != len(options):
+        raise TypeError(f"tagged union {_type_name(tp)}: two members share a tag value")
+    return tags[0][0], members
+
+
+def _tag_list(members: Mapping[Any, type]) -> str:
+    return ", ".join(repr(v) for v in members)
+
+
+def _default_of(f: dataclasses.Field | None) -> Any:
+    if f is None:
+        return dataclasses.MISSING
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _convert_tagged(tag: str, members: dict[Any, type], value: Any, path: str, f: dataclasses.Field | None) -> Any:
+    """Pick the member named by ``value[tag]`` (default: the class of the field's default) and build it."""
+    if isinstance(value, tuple(members.values())):
+        return value
+    if not isinstance(value, Mapping):
+        names = " | ".join(c.__name__ for c in members.values())
+        raise ConfigError(f"{path or '<root>'}: expected a mapping ({names}), got "
+                          f"{type(value).__name__} {_short(value)}")
+    if tag in value:
+        chosen = value[tag]
+        cls = next((c for v, c in members.items() if v == chosen and type(v) is type(chosen)), None)
+        if cls is None:
+            raise ConfigError(f"{_join(path, tag)}: unknown {_short(chosen)}; valid: {_tag_list(members)}")
+    else:
+        default = _default_of(f)
+        cls = type(default) if type(default) in members.values() else None
+        if cls is None:
+            raise ConfigError(f"{_join(path, tag)}: missing; valid: {_tag_list(members)}")
+    return from_dict(cls, value, path=path)
+
+
 def _mismatch(path: str, tp: Any, value: Any) -> ConfigError:
     got = f"{type(value).__name__} {_short(value)}"
     return ConfigError(f"{path or '<root>'}: expected {_type_name(tp)}, got {got}")
 
 
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    """Validate ``value`` against annotation ``tp`` and return the converted value."""
+def _convert(tp: Any, value: Any, path: str, f: dataclasses.Field | None = None) -> Any:
+    """Validate ``value`` against annotation ``tp`` and return the converted value.
+
+    ``f`` is the dataclass field being set (if any): its default picks the member of a tagged union
+    when the mapping has no tag.
+    """
     if tp is Any:
         return value
     origin, args = get_origin(tp), get_args(tp)
     if get_origin(tp) in _UNIONS:
         if value is None and _NoneType in args:
             return None
+        if (tagged := tagged_union(tp)) is not None:
+            return _convert_tagged(*tagged, value, path, f)
         options = [a for a in args if a is not _NoneType]
         if len(options) == 1 and (get_origin(options[0]) or dataclasses.is_dataclass(options[0])):
             return _convert(options[0], value, path)  # keep the more specific nested message
@@ -139,13 +216,15 @@ def from_dict(cls: type[T], data: Mapping, *, path: str = "") -> T:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
+            tag = _tag_of(cls)
+            which = f" for {tag[0]}={tag[1]!r}" if tag else ""
             raise ConfigError(f"{_join(path, key)}: unknown key {str(key)!r}{hint}; "
-                              f"valid keys: {', '.join(names) or '(none)'}")
+                              f"valid keys{which}: {', '.join(names) or '(none)'}")
     kwargs: dict[str, Any] = {}
     for f in fields:
         key_path = _join(path, f.name)
         if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name], key_path)
+            kwargs[f.name] = _convert(hints[f.name], data[f.name], key_path, f)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{key_path}: missing required key (expected {_type_name(hints[f.name])})")
     try:
@@ -275,14 +354,23 @@ def replace_path(obj: T, dotted: str, value: Any) -> T:
     return from_dict(type(obj), apply_overrides(to_dict(obj), [(dotted, to_dict(value))]))
 
 
-def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+def describe(cls: type, prefix: str = "", *, _when: tuple[str, ...] = (),
+             _skip_tag: bool = False) -> list[tuple[str, str, str, str]]:
     """List ``(dotted key, type, default repr, help)`` for every leaf field, recursively.
 
     Optional nested sections get a row of their own (default ``None``) followed by their fields.
     Required fields show ``<required>`` as default; help comes from ``field(metadata={"help": ...})``.
+    A tagged union gets one row for its tag (type: the choices) and then every member's own fields,
+    with the member named after the key: ``model.source_encoder.width [arch=tokens]``.
     """
     rows: list[tuple[str, str, str, str]] = []
-    for f in _fields(cls):
+
+    def label(key: str) -> str:
+        return f"{key} [{', '.join(_when)}]" if _when else key
+
+    for i, f in enumerate(_fields(cls)):
+        if i == 0 and _skip_tag:
+            continue
         key, tp = _join(prefix, f.name), _hints(cls)[f.name]
         if f.default is not dataclasses.MISSING:
             default = repr(f.default)
@@ -290,10 +378,23 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
             default = repr(to_dict(f.default_factory()))
         else:
             default = "<required>"
+        help_ = str(f.metadata.get("help", ""))
+        if (tagged := tagged_union(tp)) is not None:
+            tag, members = tagged
+            value = _default_of(f)
+            tag_default = repr(getattr(value, tag)) if type(value) in members.values() else default
+            optional = " | None" if _NoneType in get_args(tp) else ""
+            notes = {v: _fields(c)[0].metadata.get("help") for v, c in members.items()}
+            choices = "; ".join(f"{v}: {note}" if note else str(v) for v, note in notes.items())
+            rows.append((label(_join(key, tag)), f"Literal[{_tag_list(members)}]{optional}", tag_default,
+                         f"{help_}; {choices}" if help_ else choices))
+            for v, member in members.items():
+                rows.extend(describe(member, key, _when=(*_when, f"{tag}={v}"), _skip_tag=True))
+            continue
         options = [a for a in get_args(tp) if a is not _NoneType] if get_origin(tp) in _UNIONS else [tp]
         section = options[0] if len(options) == 1 and dataclasses.is_dataclass(options[0]) else None
         if section is not tp:  # leaf, or Optional section whose on/off switch gets a row too
-            rows.append((key, _type_name(tp), default, str(f.metadata.get("help", ""))))
+            rows.append((label(key), _type_name(tp), default, help_))
         if section is not None:
-            rows.extend(describe(section, key))
+            rows.extend(describe(section, key, _when=_when))
     return rows

@@ -29,11 +29,13 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
+from crossflow.build import build_model
 from crossflow.encoders.reduction_ve import official_head
-from crossflow.model import CrossFlow, build_crossflow
+from crossflow.model import CrossFlow
 from crossflow.official_layout import official_to_ours
-from crossflow.schema import (ContrastiveConfig, DiMRConfig, DiMRStageConfig, FlowConfig, ModelConfig,
-                              SourceEncoderConfig, VelocityNetConfig)
+from crossflow.schema import (ContrastiveConfig, CrossFlowModelConfig, DiMRConfig, DiMRStageConfig, DiTConfig,
+                              FlowConfig, ReductionVEConfig)
+from crossflow.specs import ImageSpec, TokenSpec
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +50,19 @@ def _get(args: Mapping[str, Any], key: str, where: str = "model_args") -> Any:
     return args[key]
 
 
-def _source_encoder_config(args: Mapping[str, Any], latent_shape: tuple[int, int, int]) -> SourceEncoderConfig:
+def _source_encoder_config(args: Mapping[str, Any], latent_shape: tuple[int, int, int]) -> ReductionVEConfig:
     vae = _get(args, "textVAE")
     clip_dim = int(_get(args, "clip_dim"))
     head = vae.get("head", official_head(latent_shape))
-    return SourceEncoderConfig(arch="tokens", token_layout="reduction",
-                               width=1024 if clip_dim == 4096 else clip_dim,  # official: T5-XXL compressed to 1024
-                               depth=int(_get(vae, "num_blocks", "model_args.textVAE")),
-                               reduction_layers=int(vae.get("num_down_sample_block", 3)),
-                               num_heads=int(_get(vae, "num_attention_heads", "model_args.textVAE")),
-                               ffn_dim=int(_get(vae, "hidden_dim", "model_args.textVAE")),
-                               dropout=float(vae.get("dropout_prob", 0.1)), head=head)
+    return ReductionVEConfig(width=1024 if clip_dim == 4096 else clip_dim,  # official: T5-XXL compressed to 1024
+                             depth=int(_get(vae, "num_blocks", "model_args.textVAE")),
+                             reduction_layers=int(vae.get("num_down_sample_block", 3)),
+                             num_heads=int(_get(vae, "num_attention_heads", "model_args.textVAE")),
+                             ffn_dim=int(_get(vae, "hidden_dim", "model_args.textVAE")),
+                             dropout=float(vae.get("dropout_prob", 0.1)), head=head)
 
 
-def _dimr_config(args: Mapping[str, Any], latent_shape: tuple[int, int, int]) -> DiMRConfig:
+def _dimr_stages(args: Mapping[str, Any], latent_shape: tuple[int, int, int]) -> list[DiMRStageConfig]:
     if args.get("norm_type", "LN") != "TDRMSN":
         raise ValueError(f"model_args.norm_type={args.get('norm_type', 'LN')!r}: only 'TDRMSN' (every released "
                          "DiMR) is implemented")
@@ -93,11 +94,11 @@ def _dimr_config(args: Mapping[str, Any], latent_shape: tuple[int, int, int]) ->
             raise ValueError(f"{where}: max_height/max_width {st.get('max_height')}x{st.get('max_width')} differ from "
                              f"the grid {grid[0]}x{grid[1]} that latent {latent_shape} gives with patch {step}")
         stages.append(cfg)
-    return DiMRConfig(stages=stages)
+    return stages
 
 
 def official_model_config(model_args: Mapping[str, Any], arch: str,
-                          latent_shape: tuple[int, int, int]) -> tuple[ModelConfig, FlowConfig]:
+                          latent_shape: tuple[int, int, int]) -> tuple[CrossFlowModelConfig, FlowConfig]:
     """Our ``model`` and ``flow`` config sections equivalent to an official ``model`` argument dict.
 
     The contrastive tower is disabled (the official SigLIP tower has no counterpart here); the flow
@@ -106,8 +107,8 @@ def official_model_config(model_args: Mapping[str, Any], arch: str,
     latent_shape = tuple(int(s) for s in latent_shape)
     ve = _source_encoder_config(model_args, latent_shape)
     if arch == "dimr":
-        net = VelocityNetConfig(arch="dimr", dimr=_dimr_config(model_args, latent_shape),
-                                gradient_checkpointing=bool(model_args.get("gradient_checking", False)))
+        net = DiMRConfig(stages=_dimr_stages(model_args, latent_shape),
+                         gradient_checkpointing=bool(model_args.get("gradient_checking", False)))
     elif arch == "dit":
         if model_args.get("learn_sigma", False):
             raise ValueError("model_args.learn_sigma=True is not implemented (the released DiT uses False)")
@@ -117,13 +118,12 @@ def official_model_config(model_args: Mapping[str, Any], arch: str,
         if "latent_size" in model_args and int(model_args["latent_size"]) != latent_shape[1]:
             raise ValueError(f"model_args.latent_size={model_args['latent_size']} does not match latent_shape "
                              f"{latent_shape}")
-        net = VelocityNetConfig(arch="dit", patch_size=int(size["patch_size"]), hidden_size=int(size["hidden_size"]),
-                                depth=int(size["depth"]), num_heads=int(size["num_heads"]),
-                                mlp_ratio=float(size["mlp_ratio"]), indicator_init_std=0.02,
-                                pos_embed_order="wh", store_pos_embed=True)
+        net = DiTConfig(patch_size=int(size["patch_size"]), hidden_size=int(size["hidden_size"]),
+                        depth=int(size["depth"]), num_heads=int(size["num_heads"]), mlp_ratio=float(size["mlp_ratio"]),
+                        indicator_init_std=0.02, pos_embed_order="wh", store_pos_embed=True)
     else:
         raise ValueError(f"unknown arch {arch!r}; valid: 'dimr', 'dit'")
-    model = ModelConfig(source_encoder=ve, velocity_net=net, contrastive=ContrastiveConfig(enabled=False))
+    model = CrossFlowModelConfig(source_encoder=ve, velocity_net=net, contrastive=ContrastiveConfig(enabled=False))
     flow = FlowConfig(null_probability=float(model_args.get("cfg_indicator", 0.1)))
     return model, flow
 
@@ -153,7 +153,8 @@ class OfficialCrossFlow(nn.Module):
         arch: ``"dimr"`` or ``"dit"``.
     """
 
-    def __init__(self, model: CrossFlow, model_config: ModelConfig, flow_config: FlowConfig, arch: str) -> None:
+    def __init__(self, model: CrossFlow, model_config: CrossFlowModelConfig, flow_config: FlowConfig,
+                 arch: str) -> None:
         super().__init__()
         self.model = model
         self.model_config, self.flow_config, self.arch = model_config, flow_config, arch
@@ -182,9 +183,9 @@ def build_from_official_args(model_args: Mapping[str, Any], arch: str, latent_sh
     """
     model_cfg, flow_cfg = official_model_config(model_args, arch, latent_shape)
     with torch.device(device) if device is not None else nullcontext():
-        model = build_crossflow(model_cfg, flow_cfg, source_dim=int(model_args["clip_dim"]),
-                                max_tokens=int(model_args.get("num_clip_token", 77)),
-                                latent_shape=tuple(int(s) for s in latent_shape))
+        model = build_model(model_cfg, flow_cfg, source=TokenSpec(int(model_args.get("num_clip_token", 77)),
+                                                                   int(model_args["clip_dim"])),
+                            target=ImageSpec.of(latent_shape))
     return OfficialCrossFlow(model, model_cfg, flow_cfg, arch)
 
 
@@ -292,14 +293,14 @@ def convert_official_checkpoint(config: str | Path, checkpoint: str | Path, out_
     Returns:
         A summary: output paths, tensors loaded and skipped.
     """
-    from crossflow.task import load_experiment
+    from crossflow.registry import load_experiment
     from crossflow.train.trainer import export_model
 
     cfg, task_cls = load_experiment(config, list(overrides))
     arch = cfg.model.velocity_net.arch
     state = read_official_checkpoint(checkpoint)
     task = task_cls(cfg)
-    source_dim = task.source_dim  # t2i: task.language_model.dim, so the LM need not be present
+    source_dim = task.source_spec().dim  # t2i: task.language_model.dim, so the LM need not be present
     if infer_source_dim(state) != source_dim:
         raise ValueError(f"{checkpoint} expects {infer_source_dim(state)}-d token states, the config's language "
                          f"model gives {source_dim} (task.language_model.dim)")

@@ -3,12 +3,16 @@
 Every magic number of the method is a field here with the paper/official value as its default and
 a ``help`` string; ``crossflow train --help`` lists them all. Task adapters add their own
 ``task`` section (see :mod:`crossflow.task`).
+
+``model.kind``, ``model.source_encoder.arch`` and ``model.velocity_net.arch`` each pick one dataclass
+that holds only its own fields (tagged unions, see :mod:`crossflow.config`); the builders in
+:mod:`crossflow.build` dispatch on those classes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads best here
@@ -17,42 +21,102 @@ def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads 
     return field(default=default, metadata={"help": help}, **kw)
 
 
+# ---------------------------------------------------------------- source encoders (model.source_encoder)
 @dataclass
-class SourceEncoderConfig:
-    """Source variational encoder: token-sequence VE (Text VE), image VE, or a noise source."""
+class TokenVEConfig:
+    """Token-sequence VE (``arch: tokens``): pre-LN transformer blocks, learned readout queries, a head."""
 
-    arch: Literal["tokens", "image", "noise"] = _f(
-        "tokens", "tokens: transformer VE over token embeddings (text); image: convolutional VE over an image-shaped "
-                  "source (pixels or latents, any channels/resolution); noise: N(0, I) ignoring the source "
-                  "(noise-to-target baselines, with sample.z0=sample and velocity_net.cond_channels)")
+    arch: Literal["tokens"] = _f("tokens", "transformer VE over token embeddings (pre-LN blocks + learned readout "
+                                           "queries + linear, tiled or convolutional head)")
     width: int = _f(256, "transformer width of the VE")
     depth: int = _f(4, "number of transformer blocks")
     num_heads: int = _f(4, "attention heads")
-    mlp_ratio: float = _f(4.0, "MLP width / transformer width")
-    dropout: float = _f(0.0, "dropout inside the VE")
     num_queries: int = _f(8, "learned readout tokens whose outputs are flattened into the latent head")
-    logvar_init: float = _f(0.0, "initial bias of the log-variance head (negative: start with a narrow posterior)")
     head_init_scale: float = _f(1.0, "scale of the latent head's initial weights (small: z0 starts near zero)")
     tile: int = _f(0, "0: full linear head; k>0: one C×k×k code tiled over the latent (+ learned bias); "
                       "k = the DiT patch size makes the code visible to every patch token")
-    conv_head_channels: int = _f(0, "tokens VE (readout): 0 = linear head; c>0 = small convolutional decoder head "
-                                    "of width c (Linear to c maps at H/4×W/4, two upsample+conv stages), which "
-                                    "learns image-like latents much sooner")
-    image_widths: list[int] = _f([32, 64, 128], "image VE: channels per level, one stride-2 downsampling between "
-                                                "levels (a U-Net-like decoder climbs back to the latent size)")
-    image_blocks: int = _f(1, "image VE: residual blocks per level")
-    input_skip: bool = _f(False, "image VE: the mean is the source resized to the latent shape plus a learned "
-                                 "correction (source and latent channels must match); with head_init_scale 0, "
-                                 "z0 starts as the source itself (super-resolution: the upsampled low-res image)")
-    token_layout: Literal["readout", "reduction"] = _f(
-        "readout", "tokens VE: readout = pre-LN blocks + learned readout queries + linear head; reduction = the "
-                   "official Text VE: a compressor MLP when the source width differs from `width`, `depth` post-LN "
-                   "layers over all tokens, `reduction_layers` width-halving layers, flatten, linear head or adaptor")
-    reduction_layers: int = _f(3, "reduction layout: width-halving layers after the full-width ones (official 3)")
-    ffn_dim: int = _f(1024, "reduction layout: feed-forward width of every layer (official textVAE.hidden_dim 1024)")
+    conv_head_channels: int = _f(0, "0 = linear head; c>0 = small convolutional decoder head of width c (Linear to "
+                                    "c maps at H/4×W/4, two upsample+conv stages), which learns image-like latents "
+                                    "much sooner; exclusive with tile")
+
+
+@dataclass
+class ReductionVEConfig:
+    """The official Text VE (``arch: reduction``); defaults are the official CLIP-L 256 px sizes."""
+
+    arch: Literal["reduction"] = _f("reduction", "the official Text VE: a compressor MLP when the source width "
+                                                 "differs from `width`, `depth` post-LN layers over all tokens, "
+                                                 "`reduction_layers` width-halving layers, flatten, linear head "
+                                                 "or adaptor")
+    width: int = _f(768, "transformer width (official: the LM width, T5-XXL's 4096 compressed to 1024)")
+    depth: int = _f(11, "full-width post-LN layers over all tokens (official textVAE.num_blocks 11)")
+    num_heads: int = _f(8, "attention heads (official 8)")
+    reduction_layers: int = _f(3, "width-halving layers after the full-width ones (official 3)")
+    ffn_dim: int = _f(1024, "feed-forward width of every layer (official textVAE.hidden_dim 1024)")
+    dropout: float = _f(0.1, "dropout inside the VE (official 0.1)")
     head: Literal["auto", "linear", "adaptor"] = _f(
-        "auto", "reduction layout: linear = one Linear to 2·C·H·W; adaptor = MLP to an H×W map + three 3×3 convs "
-                "(official 512 px); auto = the official rule (linear iff 2·C·H·W is 4096 or 8192)")
+        "auto", "linear = one Linear to 2·C·H·W; adaptor = MLP to an H×W map + three 3×3 convs (official 512 px); "
+                "auto = the official rule (linear iff 2·C·H·W is 4096 or 8192)")
+
+
+@dataclass
+class ImageVEConfig:
+    """Convolutional VE (``arch: image``) from an image-shaped source of any channels/resolution."""
+
+    arch: Literal["image"] = _f("image", "convolutional VE over an image-shaped source (pixels or latents, any "
+                                         "channels/resolution) to the target latent's shape")
+    widths: list[int] = _f([32, 64, 128], "channels per level, one stride-2 downsampling between levels (a "
+                                          "U-Net-like decoder climbs back to the latent size)")
+    blocks: int = _f(1, "residual blocks per level")
+    input_skip: bool = _f(False, "the mean is the source resized to the latent shape plus a learned correction "
+                                 "(source and latent channels must match); with head_init_scale 0, z0 starts as "
+                                 "the source itself (super-resolution: the upsampled low-res image)")
+    logvar_init: float = _f(0.0, "initial bias of the log-variance head (negative: start with a narrow posterior)")
+    head_init_scale: float = _f(1.0, "scale of the latent head's initial weights (small: z0 starts near zero)")
+
+
+@dataclass
+class NoiseSourceConfig:
+    """No encoder (``arch: noise``): z0 ~ N(0, I) whatever the source."""
+
+    arch: Literal["noise"] = _f("noise", "N(0, I) ignoring the source, KL 0 (noise-to-target baselines, with "
+                                         "velocity_net.concat_source and sample.z0=sample)")
+
+
+#: ``model.source_encoder``: ``arch`` picks the class; a section without ``arch`` is a :class:`TokenVEConfig`.
+SourceEncoderConfig = Union[TokenVEConfig, ReductionVEConfig, ImageVEConfig, NoiseSourceConfig]
+
+
+# ---------------------------------------------------------------- velocity networks (model.velocity_net)
+@dataclass
+class DiTConfig:
+    """DiT velocity network (``arch: dit``): patch transformer with adaLN-Zero, time and CFG indicator."""
+
+    arch: Literal["dit"] = _f("dit", "patch transformer (DiT, adaLN-Zero blocks over latent patches)")
+    patch_size: int = _f(2, "patch side in latent pixels")
+    hidden_size: int = _f(384, "transformer width")
+    depth: int = _f(12, "number of DiT blocks")
+    num_heads: int = _f(6, "attention heads")
+    mlp_ratio: float = _f(4.0, "MLP width / transformer width")
+    gradient_checkpointing: bool = _f(False, "recompute block activations in backward (less memory, ~30% slower)")
+    indicator_init_std: float = _f(0.02, "init std of the 2-row CFG indicator embedding (larger: branches differ "
+                                         "sooner)")
+    concat_source: bool = _f(False, "concatenate the image-shaped source to x_t at the input, as SR3-style "
+                                    "conditioned baselines; the source must have the target's height and width")
+    pos_embed_order: Literal["hw", "wh"] = _f("hw", "sin-cos table: hw = first half of the channels encodes the "
+                                                    "row; wh = first half the column (official DiT)")
+    store_pos_embed: bool = _f(False, "keep the fixed position table in the state dict as `pos_embed` (the "
+                                      "official checkpoints do)")
+    time_scale: float = _f(1.0, "t is multiplied by this before the sinusoidal time embedding (official 1: raw t in "
+                                "[0, 1], which only the fastest frequencies resolve; 1000 as in DiT/SD3 makes every "
+                                "frequency see t and conditions small models on time far sooner)")
+    conv_head_channels: int = _f(0, "0 = linear patch output (official); k>0 = the final layer emits k channels per "
+                                    "pixel, then 3x3 conv, GELU, 3x3 conv to the velocity (no patch seams; "
+                                    "U-ViT/DiMR-style convolutional output)")
+
+    def __post_init__(self) -> None:
+        if self.conv_head_channels < 0:
+            raise ValueError(f"conv_head_channels must be >= 0 (0: linear patch output), got {self.conv_head_channels}")
 
 
 @dataclass
@@ -91,47 +155,23 @@ def _official_dimr_256px() -> list[DiMRStageConfig]:
 
 @dataclass
 class DiMRConfig:
-    """DiMR stages, lowest resolution first, and the multi-scale loss weights."""
+    """DiMR velocity network (``arch: dimr``): stages lowest resolution first, multi-scale loss weights."""
 
+    arch: Literal["dimr"] = _f("dimr", "multi-resolution Transformer + ConvNeXt stages, one output per resolution "
+                                       "(multi-scale loss)")
     stages: list[DiMRStageConfig] = field(default_factory=_official_dimr_256px, metadata={
         "help": "stages, lowest resolution first; each grid must be an integer upscaling of the previous one "
                 "(default: the official 256 px 0.95B model)"})
     loss_weights: Optional[list[float]] = _f(None, "multi-scale loss weight per stage, lowest resolution first "
                                                    "(null: official [1/4, 1] for 2 stages, [1/4, 1/2, 1] for 3)")
+    gradient_checkpointing: bool = _f(False, "recompute block activations in backward (less memory, slower)")
 
 
-@dataclass
-class VelocityNetConfig:
-    """Velocity network: DiT (no cross-attention; CFG indicator embedding) or DiMR (``dimr`` section)."""
-
-    arch: Literal["dit", "dimr"] = _f("dit", "velocity network: dit (patch transformer) or dimr (multi-resolution "
-                                             "Transformer + ConvNeXt stages, one output per resolution)")
-    patch_size: int = _f(2, "patch side in latent pixels")
-    hidden_size: int = _f(384, "transformer width")
-    depth: int = _f(12, "number of DiT blocks")
-    num_heads: int = _f(6, "attention heads")
-    mlp_ratio: float = _f(4.0, "MLP width / transformer width")
-    gradient_checkpointing: bool = _f(False, "recompute block activations in backward (less memory, ~30% slower)")
-    indicator_init_std: float = _f(0.02, "init std of the 2-row CFG indicator embedding (larger: branches differ sooner)")
-    cond_channels: int = _f(0, "channels of a conditioning image (batch['cond']) concatenated to x_t at the input, "
-                               "as in concatenation-conditioned baselines (SR3-style super-resolution); 0: none")
-    pos_embed_order: Literal["hw", "wh"] = _f("hw", "DiT sin-cos table: hw = first half of the channels encodes the "
-                                                    "row; wh = first half the column (official DiT)")
-    store_pos_embed: bool = _f(False, "DiT: keep the fixed position table in the state dict as `pos_embed` "
-                                      "(the official checkpoints do)")
-    time_scale: float = _f(1.0, "DiT: t is multiplied by this before the sinusoidal time embedding (official 1: raw "
-                                "t in [0, 1], which only the fastest frequencies resolve; 1000 as in DiT/SD3 makes "
-                                "every frequency see t and conditions small models on time far sooner)")
-    conv_head_channels: int = _f(0, "DiT: 0 = linear patch output (official); k>0 = the final layer emits k channels "
-                                    "per pixel, then 3x3 conv, GELU, 3x3 conv to the velocity (no patch seams; "
-                                    "U-ViT/DiMR-style convolutional output)")
-    dimr: DiMRConfig = field(default_factory=DiMRConfig, metadata={"help": "DiMR sizes (arch: dimr)"})
-
-    def __post_init__(self) -> None:
-        if self.conv_head_channels < 0:
-            raise ValueError(f"conv_head_channels must be >= 0 (0: linear patch output), got {self.conv_head_channels}")
+#: ``model.velocity_net``: ``arch`` picks the class; a section without ``arch`` is a :class:`DiTConfig`.
+VelocityNetConfig = Union[DiTConfig, DiMRConfig]
 
 
+# ---------------------------------------------------------------- models (model)
 @dataclass
 class ContrastiveConfig:
     """Image–text InfoNCE between z0 and a jointly trained target-feature tower."""
@@ -145,14 +185,32 @@ class ContrastiveConfig:
 
 
 @dataclass
-class CrossAttentionBaselineConfig:
-    """The paper's Table 1 baseline: flow matching from Gaussian noise, DiT cross-attending to the LM tokens.
+class CrossFlowModelConfig:
+    """CrossFlow (``kind: crossflow``): source VE -> z0 -> velocity net with the CFG indicator (+ contrastive)."""
 
-    Sizes come from ``model.velocity_net`` (the paper gives the baseline fewer layers so that the
-    parameter counts match). Guidance is classic CFG: dropped text is replaced by a learned null
-    token sequence, and sampling mixes the text and null branches in one batched forward.
+    kind: Literal["crossflow"] = _f("crossflow", "source VE -> z0 -> velocity net with the CFG indicator (the "
+                                                 "method)")
+    source_encoder: SourceEncoderConfig = field(default_factory=TokenVEConfig, metadata={
+        "help": "source variational encoder; arch picks the kind"})
+    velocity_net: VelocityNetConfig = field(default_factory=DiTConfig, metadata={
+        "help": "velocity network; arch picks the kind"})
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+
+
+@dataclass
+class XAttnBaselineConfig:
+    """The paper's Table 1 baseline (``kind: xattn_baseline``): flow matching from Gaussian noise, the DiT
+    cross-attending to the LM tokens.
+
+    Sizes come from ``velocity_net`` (the paper gives the baseline fewer layers so that the parameter
+    counts match). Guidance is classic CFG: dropped text is replaced by a learned null token sequence,
+    and sampling mixes the text and null branches in one batched forward.
     """
 
+    kind: Literal["xattn_baseline"] = _f("xattn_baseline", "Gaussian noise -> DiT with cross-attention to the LM "
+                                                           "tokens (paper Table 1 baseline; token sources only)")
+    velocity_net: DiTConfig = field(default_factory=DiTConfig, metadata={
+        "help": "DiT sizes; every block gets a cross-attention to the tokens (no indicator embedding)"})
     cond_drop_probability: float = _f(0.1, "probability that a training sample's text is replaced by the learned "
                                            "null token sequence (classic CFG drop; 0.1 like the CrossFlow indicator)")
     null_tokens: int = _f(1, "length of the learned null token sequence (unconditional branch)")
@@ -164,16 +222,8 @@ class CrossAttentionBaselineConfig:
             raise ValueError(f"null_tokens must be >= 1, got {self.null_tokens}")
 
 
-@dataclass
-class ModelConfig:
-    kind: Literal["crossflow", "xattn_baseline"] = _f(
-        "crossflow", "crossflow: text VE -> z0 -> DiT with the CFG indicator (the method); xattn_baseline: "
-                     "Gaussian noise -> DiT with cross-attention to the LM tokens (paper Table 1 baseline; "
-                     "uses model.velocity_net and model.xattn, ignores source_encoder and contrastive)")
-    source_encoder: SourceEncoderConfig = field(default_factory=SourceEncoderConfig)
-    velocity_net: VelocityNetConfig = field(default_factory=VelocityNetConfig)
-    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
-    xattn: CrossAttentionBaselineConfig = field(default_factory=CrossAttentionBaselineConfig)
+#: ``model``: ``kind`` picks the class; a section without ``kind`` is a :class:`CrossFlowModelConfig`.
+ModelConfig = Union[CrossFlowModelConfig, XAttnBaselineConfig]
 
 
 @dataclass
@@ -226,7 +276,8 @@ class TrainConfig:
     sample_every: int = _f(0, "steps between preview sample grids (0 = only at the end)")
     checkpoint_every: int = _f(500, "steps between checkpoints (a final one is always written)")
     keep_checkpoints: int = _f(2, "complete checkpoints kept (at least 2)")
-    compile: bool = _f(False, "torch.compile the velocity network")
+    compile: bool = _f(False, "torch.compile the model's compile_modules() in place: the velocity network of "
+                              "CrossFlow and of the baseline, the encoder and decoder of the text VAE (slow first steps)")
     cpu: bool = _f(False, "force the CPU even when a GPU is visible")
     tensorboard: bool = _f(False, "also log scalars to TensorBoard (needs the tensorboard package)")
 
@@ -261,7 +312,8 @@ class ExperimentConfig:
     """A whole experiment. ``task`` is validated by the task adapter's own config class."""
 
     task: Any = _f({}, "task adapter section; 'name' picks the adapter (e.g. t2i)")
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=CrossFlowModelConfig, metadata={
+        "help": "the model; kind picks CrossFlow or the cross-attention baseline"})
     flow: FlowConfig = field(default_factory=FlowConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)

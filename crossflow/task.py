@@ -1,126 +1,174 @@
-"""The contract between the core and a task adapter, and how adapters are found.
+"""The contract between the core and a task adapter.
 
-A task adapter says what the source and the target are: which dataset feeds the trainer, the
-shape of the target latent, the width of the source tokens, how generated latents are decoded
-and scored. The core never imports ``tasks`` statically: ``task.name`` in a config is resolved at
-run time (``t2i`` → module ``tasks.t2i``, or ``package.module:Class`` for adapters elsewhere).
+A task says what its source and target are (:mod:`crossflow.specs`) and hands out separate objects:
+
+* ``train_dataset()``: a ``torch`` dataset of batches ``{"source", "source_mask"?, "target", ...}``;
+  a dataset that also implements :class:`PreparesBatches` finishes each batch on the device (e.g.
+  draws an SD-VAE latent from stored moments);
+* ``source_processor()``: user inputs (prompts, images, ...) → a :class:`Source` batch;
+* ``codec()``: generated target latents → a typed output (:mod:`crossflow.outputs`);
+* ``evaluator()``: held-out evaluation and training previews through a :class:`~crossflow.pipeline.Pipeline`.
+
+The model comes from the config and the two specs (:func:`crossflow.build.build_model`); a task
+overrides :meth:`Task.build_model` only when it trains something else (the text-VAE stage of
+captioning). Optional capabilities are protocols checked with ``isinstance``. Tasks are found by
+name through the ``crossflow.tasks`` entry-point group (:mod:`crossflow.registry`).
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch import Tensor
+from torch.utils.data import Dataset
 
-from crossflow.config import ConfigError, apply_overrides, from_dict, load_yaml, parse_overrides
-from crossflow.model import CrossFlow, build_crossflow
-from crossflow.schema import ExperimentConfig
+from crossflow.schema import ExperimentConfig, SampleConfig
+from crossflow.specs import ImageSpec, Spec
+from crossflow.train.protocol import Trainable
+
+if TYPE_CHECKING:
+    from crossflow.outputs import PipelineOutput
+    from crossflow.pipeline import Pipeline
+
+
+@dataclass
+class Source:
+    """A batch of sources as the model takes them.
+
+    Attributes:
+        values: ``(B, L, D)`` token states or ``(B, C, H, W)`` image-shaped tensor.
+        mask: ``(B, L)`` bool (True = real token) for token sources; None otherwise.
+    """
+
+    values: Tensor
+    mask: Optional[Tensor] = None
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def __getitem__(self, index: slice) -> "Source":
+        return Source(self.values[index], None if self.mask is None else self.mask[index])
+
+    def to(self, device: torch.device | str) -> "Source":
+        return Source(self.values.to(device), None if self.mask is None else self.mask.to(device))
+
+
+@runtime_checkable
+class SourceProcessor(Protocol):
+    """User inputs → the model's source: ``processor(inputs, device) -> Source``."""
+
+    def __call__(self, inputs: Sequence[Any], device: torch.device | str) -> Source: ...
+
+
+@runtime_checkable
+class TakesText(Protocol):
+    """A source processor whose inputs are strings (prompts, captions)."""
+
+    def check_texts(self, texts: Sequence[str]) -> list[str]:
+        """Validate texts before any model is loaded (empty ones raise, naming the index)."""
+
+
+@runtime_checkable
+class TakesImages(Protocol):
+    """A source processor whose inputs are images (paths, ``(H, W, 3)`` uint8 arrays or PIL images)."""
+
+    def load_images(self, paths: Sequence[str | Path]) -> list[Any]:
+        """Read image files into inputs of this processor (a missing or corrupt file raises, naming it)."""
+
+
+@runtime_checkable
+class CachesInputs(Protocol):
+    """A source processor with an on-disk cache that one process should fill before many read it."""
+
+    def fill_cache(self, inputs: Sequence[Any]) -> None: ...
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Generated target latents ``(B, C, H, W)`` → a typed output (images, depth maps, captions)."""
+
+    def decode(self, latents: Tensor) -> "PipelineOutput": ...
+
+
+@runtime_checkable
+class PreparesBatches(Protocol):
+    """A training dataset that finishes each collated batch on the device (the trainer calls it)."""
+
+    def prepare(self, batch: dict[str, Any], device: torch.device) -> dict[str, Tensor]: ...
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Held-out evaluation and training previews of a task."""
+
+    def evaluate(self, pipe: "Pipeline", out_dir: Path, *, num: Optional[int] = None,
+                 options: Optional[SampleConfig] = None) -> dict[str, Any]:
+        """Generate on held-out data with ``options`` (default: the config's), score, write ``metrics.json``
+        and pictures under ``out_dir``; return the metrics."""
+
+    def preview(self, pipe: "Pipeline", path: Path) -> None:
+        """Write a small picture of the current model to ``path`` (cheap: few items, few solver steps)."""
+
+
+@runtime_checkable
+class ExtractsFeatures(Protocol):
+    """A task (class) with a feature extractor for ``crossflow extract CONFIG ...``."""
+
+    @classmethod
+    def extract_features(cls, argv: list[str]) -> dict[str, Any]: ...
 
 
 class Task(ABC):
     """Base class of task adapters.
 
-    Subclasses set ``config_class`` (a dataclass with at least a ``name`` field) and implement the
-    abstract members. ``self.config`` is the whole :class:`ExperimentConfig`.
+    Subclasses set ``config_class`` (a dataclass with a ``name`` field, validated as the ``task`` section)
+    and implement the abstract methods. ``self.config`` is the whole :class:`ExperimentConfig`. Methods
+    that load models or data do so when called, never at construction, so building a task is cheap.
     """
 
-    config_class: type
+    config_class: ClassVar[type]
 
-    def __init__(self, config: ExperimentConfig, *, cache_dir: Optional[Path] = None) -> None:
+    def __init__(self, config: ExperimentConfig) -> None:
         self.config = config
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else Path(".cache")
 
     @property
+    def name(self) -> str:
+        return str(self.config.task.name)
+
     @abstractmethod
-    def latent_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of the target latent z1 (and of z0)."""
+    def source_spec(self) -> Spec:
+        """What the model's source is (token width and length, or image shape). Reads no weights."""
 
-    @property
     @abstractmethod
-    def source_dim(self) -> int:
-        """Width of the source token embeddings."""
-
-    @property
-    @abstractmethod
-    def max_tokens(self) -> int:
-        """Longest source token sequence."""
-
-    @property
-    def source_shape(self) -> Optional[tuple[int, int, int]]:
-        """``(C, H, W)`` of an image-shaped source (for ``model.source_encoder.arch=image``); None for tokens."""
-        return None
+    def target_spec(self) -> ImageSpec:
+        """``(C, H, W)`` of the target latent z1 (and of z0). Reads no weights."""
 
     @abstractmethod
     def train_dataset(self) -> Dataset:
-        """Dataset whose collated batches go through :meth:`prepare_batch`."""
+        """Training data: collated batches hold ``source``, ``target`` (and ``source_mask`` for tokens)."""
 
     @abstractmethod
-    def evaluate(self, model: CrossFlow, out_dir: Path, **options: Any) -> dict[str, Any]:
-        """Generate on held-out data, score, write ``metrics.json`` and pictures under ``out_dir``."""
+    def evaluator(self) -> Evaluator:
+        """The task's evaluator (``crossflow eval``, previews during training)."""
 
-    def build_model(self) -> CrossFlow:
-        if self.config.model.kind == "xattn_baseline":  # paper Table 1 baseline (same trainer and interface)
-            from crossflow.baseline import build_xattn_baseline
+    def source_processor(self) -> SourceProcessor:
+        """User inputs → :class:`Source` for generation. Tasks that only train a component do not generate."""
+        raise ValueError(f"task {self.name!r} does not generate from inputs (it has no source processor)")
 
-            return build_xattn_baseline(self.config.model, self.config.flow, source_dim=self.source_dim,
-                                        latent_shape=self.latent_shape)
-        return build_crossflow(self.config.model, self.config.flow, source_dim=self.source_dim,
-                               max_tokens=self.max_tokens, latent_shape=self.latent_shape,
-                               source_shape=self.source_shape)
+    def codec(self) -> Codec:
+        """Generated latents → outputs. Tasks that only train a component do not generate."""
+        raise ValueError(f"task {self.name!r} does not generate outputs (it has no codec)")
 
-    def collate(self, items: Any) -> dict[str, torch.Tensor]:
-        return items if isinstance(items, dict) else default_collate(items)
+    def build_model(self) -> Trainable:
+        """The model of ``config.model`` for this task's source and target (CrossFlow or a baseline)."""
+        from crossflow.build import build_model
 
-    def prepare_batch(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        """Move a collated batch to ``device`` (and encode targets, for tasks with a codec)."""
-        return {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-
-    def preview(self, model: CrossFlow, path: Path) -> None:
-        """Write a small sample grid to ``path`` (optional)."""
-
-    def sample_inputs(self, model: CrossFlow, inputs: list[str], out_dir: Path, *, seed: int = 0,
-                      **overrides: Any) -> dict[str, Any]:
-        """Generate from input files (``crossflow sample --input``; image paths for image-source tasks).
-
-        Writes the outputs under ``out_dir`` and returns a small summary. Tasks without file inputs keep
-        this default, which says so.
-        """
-        raise ValueError(f"task {getattr(self.config.task, 'name', '?')!r} does not take input files "
-                         f"(--input); give prompts instead")
+        return build_model(self.config.model, self.config.flow, source=self.source_spec(), target=self.target_spec())
 
 
-def load_task_class(name: str) -> type[Task]:
-    """Resolve ``t2i`` → ``tasks.t2i.TASK``, or ``pkg.module:Class``."""
-    module_name, _, attr = name.partition(":")
-    if not attr:
-        module_name, attr = f"tasks.{name}", "TASK"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"task.name: no task adapter {name!r} (module {module_name!r} not found)") from exc
-    cls = getattr(module, attr, None)
-    if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise ConfigError(f"task.name: {name!r} does not name a Task subclass ({module_name}.{attr})")
-    return cls
-
-
-def experiment_from_dict(raw: dict[str, Any]) -> tuple[ExperimentConfig, type[Task]]:
-    """Validate a raw config dict: the static sections by the schema, ``task`` by its adapter."""
-    task_raw = raw.get("task")
-    if not isinstance(task_raw, dict) or "name" not in task_raw:
-        raise ConfigError("task.name: missing; every config names its task adapter (e.g. task: {name: t2i})")
-    task_cls = load_task_class(str(task_raw["name"]))
-    task_cfg = from_dict(task_cls.config_class, task_raw, path="task")
-    cfg = from_dict(ExperimentConfig, {k: v for k, v in raw.items() if k != "task"})
-    cfg.task = task_cfg
-    return cfg, task_cls
-
-
-def load_experiment(path: str | Path, overrides: list[str] = ()) -> tuple[ExperimentConfig, type[Task]]:
-    """YAML file (+ ``key=value`` overrides) → validated config and its task adapter class."""
-    raw = apply_overrides(load_yaml(path), parse_overrides(list(overrides)))
-    return experiment_from_dict(raw)
+__all__ = ["CachesInputs", "Codec", "Evaluator", "ExtractsFeatures", "PreparesBatches", "Source",
+           "SourceProcessor", "TakesImages", "TakesText", "Task"]

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from crossflow.encoders.gaussian import DiagonalGaussian
 from crossflow.encoders.token_ve import EncoderBlock, TokenSequenceVE
 from crossflow.schema import _f
+from crossflow.train.protocol import TrainOutput
 
 
 @dataclass
@@ -50,20 +51,6 @@ class TextVAEConfig:
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         return (self.latent_channels, self.latent_size, self.latent_size)
-
-
-@dataclass
-class TextVAELoss:
-    """Loss of one batch (``loss`` for backward; the rest for logging)."""
-
-    loss: Tensor
-    recon: Tensor
-    kl: Tensor
-    token_accuracy: Tensor
-
-    def scalars(self) -> dict[str, float]:
-        return {"loss": float(self.loss.detach()), "loss_recon": float(self.recon), "loss_kl": float(self.kl),
-                "token_accuracy": float(self.token_accuracy)}
 
 
 class TokenDecoder(nn.Module):
@@ -139,7 +126,11 @@ class TextVAE(nn.Module):
         """Latent ``(B, C, H, W)`` → most likely token ids ``(B, L)``."""
         return self.logits(z.float()).argmax(dim=-1)
 
-    def forward(self, batch: dict[str, Tensor], generator: Optional[torch.Generator] = None) -> TextVAELoss:
+    def compile_modules(self) -> list[nn.Module]:
+        """``train.compile`` compiles the encoder and the decoder in place."""
+        return [self.encoder, self.decoder]
+
+    def forward(self, batch: dict[str, Tensor], generator: Optional[torch.Generator] = None) -> TrainOutput:
         """Reconstruction loss of ``batch["ids"]`` ``(B, L)`` with ``batch["mask"]`` ``(B, L)`` (True on the
         positions to reconstruct: the tokens and the end-of-text token), through a posterior sample."""
         ids, mask = batch["ids"], batch["mask"].bool()
@@ -150,8 +141,9 @@ class TextVAE(nn.Module):
         recon = (ce * weights).sum() / weights.sum().clamp(min=1.0)
         kl = posterior.kl().mean()
         accuracy = ((logits.argmax(-1) == ids).float() * weights).sum() / weights.sum().clamp(min=1.0)
-        return TextVAELoss(loss=recon + self.kl_weight * kl, recon=recon.detach(), kl=kl.detach(),
-                           token_accuracy=accuracy.detach())
+        loss = recon + self.kl_weight * kl
+        return TrainOutput(loss=loss, logs={"loss": loss.detach(), "loss_recon": recon.detach(),
+                                            "loss_kl": kl.detach(), "token_accuracy": accuracy.detach()})
 
 
 def token_accuracy(pred: Tensor, ids: Tensor, mask: Tensor) -> float:

@@ -1,8 +1,6 @@
-"""Build the source encoder named by ``model.source_encoder.arch``."""
+"""Build the source encoder that ``model.source_encoder`` describes (its class is picked by ``arch``)."""
 
 from __future__ import annotations
-
-from typing import Optional
 
 from torch import nn
 
@@ -10,47 +8,63 @@ from crossflow.config import ConfigError
 from crossflow.encoders.image_ve import ImageVE, NoiseSource
 from crossflow.encoders.reduction_ve import ReductionTextVE
 from crossflow.encoders.token_ve import TokenSequenceVE
-from crossflow.schema import SourceEncoderConfig
+from crossflow.schema import (ImageVEConfig, NoiseSourceConfig, ReductionVEConfig, SourceEncoderConfig,
+                              TokenVEConfig)
+from crossflow.specs import ImageSpec, Spec, TokenSpec
+
+KEY = "model.source_encoder"
 
 
-def build_source_encoder(cfg: SourceEncoderConfig, *, latent_shape: tuple[int, int, int], source_dim: int,
-                         max_tokens: int, source_shape: Optional[tuple[int, int, int]] = None) -> nn.Module:
-    """The source VE: ``module(source, source_mask) -> DiagonalGaussian`` over z0 of ``latent_shape``.
+def describe_spec(spec: Spec) -> str:
+    """``"tokens (77, 768)"`` or ``"an image (3, 32, 32)"``, for error messages."""
+    return f"tokens {spec.shape}" if isinstance(spec, TokenSpec) else f"an image {spec.shape}"
+
+
+def _needs(cfg: SourceEncoderConfig, kind: type, source: Spec) -> None:
+    if not isinstance(source, kind):
+        what = "a token sequence" if kind is TokenSpec else "image-shaped (C, H, W)"
+        valid = "'image' or 'noise'" if isinstance(source, ImageSpec) else "'tokens', 'reduction' or 'noise'"
+        raise ConfigError(f"{KEY}.arch: {cfg.arch!r} needs a source that is {what}; this task's source is "
+                          f"{describe_spec(source)} (use {valid})")
+
+
+def build_source_encoder(cfg: SourceEncoderConfig, *, source: Spec, target: ImageSpec) -> nn.Module:
+    """The source VE: ``module(source, source_mask) -> DiagonalGaussian`` over z0 of ``target.shape``.
 
     Args:
-        cfg: the ``model.source_encoder`` section; ``arch`` picks ``tokens`` (token-sequence VE),
-            ``image`` (:class:`ImageVE`) or ``noise`` (:class:`NoiseSource`, for noise-to-target baselines).
-        latent_shape: ``(C, H, W)`` of the target latent.
-        source_dim, max_tokens: width and length of a token source (``tokens`` only).
-        source_shape: ``(C, H, W)`` of an image-shaped source (``image`` only).
+        cfg: the ``model.source_encoder`` section: :class:`TokenVEConfig` (readout token VE),
+            :class:`ReductionVEConfig` (the official Text VE), :class:`ImageVEConfig` (:class:`ImageVE`) or
+            :class:`NoiseSourceConfig` (:class:`NoiseSource`, for noise-to-target baselines).
+        source: what the task's source is (token VEs need a :class:`TokenSpec`, the image VE an :class:`ImageSpec`).
+        target: the target latent, whose shape z0 takes.
+
+    Raises:
+        ConfigError: naming ``model.source_encoder.*`` when the encoder does not fit the source or its sizes
+            are inconsistent.
     """
-    if cfg.arch == "tokens" and cfg.token_layout == "reduction":
-        try:
-            return ReductionTextVE(source_dim, latent_shape, num_tokens=max_tokens, width=cfg.width, depth=cfg.depth,
-                                   reduction_layers=cfg.reduction_layers, num_heads=cfg.num_heads,
-                                   ffn_dim=cfg.ffn_dim, dropout=cfg.dropout, head=cfg.head)
-        except ValueError as exc:
-            raise ConfigError(f"model.source_encoder: {exc}") from exc
-    if cfg.arch == "tokens":
-        try:
-            return TokenSequenceVE(source_dim, latent_shape, max_tokens=max_tokens, width=cfg.width,
-                                   depth=cfg.depth,
-                                   num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
-                                   num_queries=cfg.num_queries, logvar_init=cfg.logvar_init,
+    latent = target.shape
+    try:
+        if isinstance(cfg, TokenVEConfig):
+            _needs(cfg, TokenSpec, source)
+            return TokenSequenceVE(source.dim, latent, max_tokens=source.max_tokens, width=cfg.width, depth=cfg.depth,
+                                   num_heads=cfg.num_heads, num_queries=cfg.num_queries,
                                    head_init_scale=cfg.head_init_scale, tile=cfg.tile,
                                    conv_head_channels=cfg.conv_head_channels)
-        except ValueError as exc:
-            raise ConfigError(f"model.source_encoder: {exc}") from exc
-    if cfg.arch == "image":
-        if source_shape is None:
-            raise ConfigError("model.source_encoder.arch: 'image' needs a task whose source is image-shaped "
-                              "(its adapter gives no source_shape); use 'tokens' for token sources")
-        try:
-            return ImageVE(source_shape, latent_shape, widths=tuple(cfg.image_widths), blocks=cfg.image_blocks,
+        if isinstance(cfg, ReductionVEConfig):
+            _needs(cfg, TokenSpec, source)
+            return ReductionTextVE(source.dim, latent, num_tokens=source.max_tokens, width=cfg.width, depth=cfg.depth,
+                                   reduction_layers=cfg.reduction_layers, num_heads=cfg.num_heads,
+                                   ffn_dim=cfg.ffn_dim, dropout=cfg.dropout, head=cfg.head)
+        if isinstance(cfg, ImageVEConfig):
+            _needs(cfg, ImageSpec, source)
+            return ImageVE(source.shape, latent, widths=tuple(cfg.widths), blocks=cfg.blocks,
                            input_skip=cfg.input_skip, logvar_init=cfg.logvar_init,
                            head_init_scale=cfg.head_init_scale)
-        except ValueError as exc:
-            raise ConfigError(f"model.source_encoder: {exc}") from exc
-    if cfg.arch == "noise":
-        return NoiseSource(latent_shape)
-    raise ConfigError(f"model.source_encoder.arch: unknown {cfg.arch!r}; valid: 'tokens', 'image', 'noise'")
+    except ConfigError:
+        raise
+    except ValueError as exc:  # inconsistent sizes, found by the module itself
+        raise ConfigError(f"{KEY}: {exc}") from exc
+    if isinstance(cfg, NoiseSourceConfig):
+        return NoiseSource(latent)
+    raise ConfigError(f"{KEY}: {type(cfg).__name__} is not a source encoder config; valid: TokenVEConfig, "
+                      "ReductionVEConfig, ImageVEConfig, NoiseSourceConfig")

@@ -24,12 +24,19 @@ class DiagonalGaussian:
     def std(self) -> Tensor:
         return torch.exp(0.5 * self.logvar)
 
-    def sample(self, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """Reparameterised draw ``mean + temperature·std·ε`` (differentiable in mean and logvar)."""
+    def sample(self, temperature: float = 1.0, generator: torch.Generator | None = None,
+               noise: Tensor | None = None) -> Tensor:
+        """Reparameterised draw ``mean + temperature·std·ε`` (differentiable in mean and logvar).
+
+        ``ε`` is ``noise`` when given (same shape as ``mean``), else drawn with ``generator``.
+        """
         if temperature == 0.0:
             return self.mean
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        return self.mean + temperature * self.std * eps
+        if noise is None:
+            noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        elif noise.shape != self.mean.shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(self.mean.shape)}")
+        return self.mean + temperature * self.std * noise.to(self.mean.device, self.mean.dtype)
 
     def kl(self) -> Tensor:
         """Closed-form ``KL(q || N(0, I))`` summed over all non-batch dims: ``(B,)``.

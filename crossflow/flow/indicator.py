@@ -14,15 +14,20 @@ from torch import Tensor
 
 def draw_null_indicator(batch: int, probability: float, *, device: torch.device | str = "cpu",
                         generator: torch.Generator | None = None) -> Tensor:
-    """``(B,)`` bool, True for null samples; all False when fewer than two are drawn."""
+    """``(B,)`` bool, True for null samples; all False when fewer than two are drawn.
+
+    Tensor operations only: no host–device synchronisation.
+    """
     null = torch.rand(batch, generator=generator, device=device) < probability
-    if int(null.sum()) <= 1:
-        null = torch.zeros_like(null)
-    return null
+    return null & (null.sum() > 1)
 
 
 def roll_null_targets(target: Tensor, null: Tensor) -> Tensor:
     """Replace each null sample's target by the next null sample's target (cyclically).
+
+    Null row ``i`` of rank ``r`` among the null rows (in batch order) takes the target of the null row of
+    rank ``(r + 1) mod n``; conditional rows keep theirs. Computed with sorting and gathers only, so it
+    never waits for the device (no ``nonzero``).
 
     Args:
         target: ``(B, ...)`` target latents.
@@ -31,9 +36,10 @@ def roll_null_targets(target: Tensor, null: Tensor) -> Tensor:
     Returns:
         A new tensor; conditional rows are unchanged.
     """
-    idx = torch.nonzero(null, as_tuple=False).flatten()
-    if idx.numel() <= 1:
-        return target
-    out = target.clone()
-    out[idx] = target[torch.roll(idx, shifts=-1)]
-    return out
+    b = null.shape[0]
+    null_rows = torch.argsort((~null).to(torch.int8), stable=True)  # null rows first, in batch order
+    count = null.sum().clamp(min=1)
+    rank = torch.cumsum(null.long(), 0) - 1  # rank of each null row among the null rows
+    source = null_rows[torch.remainder(rank + 1, count).clamp(min=0)]
+    source = torch.where(null, source, torch.arange(b, device=null.device))
+    return target[source]

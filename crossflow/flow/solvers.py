@@ -10,7 +10,8 @@ collected in :data:`SOLVERS`; :func:`solve` is the front end. Conventions:
 * ``callback`` is called after every accepted step with ``{"step": int (0-based index of
   the completed step), "t": float (time after it), "x": Tensor (state after it),
   "method": str}``.
-* A non-finite state raises ``FloatingPointError`` naming the step and time.
+* A non-finite state raises ``FloatingPointError`` naming the first bad step and its time (checked
+  once, after the last step: fixed-step solvers never synchronise with the device inside the loop).
 """
 
 from __future__ import annotations
@@ -97,12 +98,16 @@ def _fixed_grid(step: Callable[[Fn, Tensor, float, float], Tensor], method: str,
                                                                      else eval_ts)]
     if len(evals) != len(grid) - 1:
         raise ValueError(f"eval_ts needs one time per step ({len(grid) - 1}), got {len(evals)}")
+    # The first step with a non-finite state is tracked on the device and read once at the end, so the
+    # loop never waits for the accelerator.
+    first_bad = torch.full((), -1, dtype=torch.long, device=x.device)
     for i, (t, t_next, t_eval) in enumerate(zip(grid[:-1], grid[1:], evals)):
         x = step(f, x, t_eval, t_next - t)
-        if not bool(torch.isfinite(x).all()):
-            raise FloatingPointError(f"{method}: non-finite state at step {i} (t={t_next})")
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(x).all(), i, first_bad)
         if callback is not None:
             callback({"step": i, "t": t_next, "x": x, "method": method})
+    if (bad := int(first_bad)) >= 0:
+        raise FloatingPointError(f"{method}: non-finite state at step {bad} (t={grid[bad + 1]})")
     return x
 
 

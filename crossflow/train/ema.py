@@ -33,12 +33,20 @@ class EMA:
         return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move the average one step toward ``model``'s current weights."""
+    def update(self, model: nn.Module, skip: torch.Tensor | None = None) -> None:
+        """Move the average one step toward ``model``'s current weights.
+
+        ``skip`` is an optional 0-dim bool tensor on the device: where it is True the average stays as it is
+        (a step whose loss was not finite), decided on the device without waiting for it.
+        """
         decay = self.current_decay()
         ema_params = list(self.model.parameters())
-        live_params = list(model.parameters())
-        torch._foreach_lerp_(ema_params, [p.detach().to(e.dtype) for p, e in zip(live_params, ema_params)], 1 - decay)
+        live = [p.detach().to(e.dtype) for p, e in zip(model.parameters(), ema_params)]
+        if skip is None:
+            torch._foreach_lerp_(ema_params, live, 1 - decay)
+        else:
+            weight = (1 - decay) * (~skip).to(ema_params[0].dtype if ema_params else torch.float32)
+            torch._foreach_lerp_(ema_params, live, weight)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
         self.num_updates += 1

@@ -2,7 +2,13 @@
 
 Owns devices, precision, the optimizer and LR schedule, EMA, gradient accumulation and clipping,
 checkpoints and exact resume, logging, previews and the inference export. Task code only supplies
-a :class:`~crossflow.task.Task`.
+a :class:`~crossflow.task.Task`; the model it builds honours :class:`~crossflow.train.protocol.Trainable`.
+
+A step never waits for the device: logged scalars are summed on the device and read every
+``train.log_every`` steps; a non-finite loss or gradient norm marks the step on the device, where the
+fused AdamW step and the EMA update then skip it (and every later step), and the marker is read at the
+next log row, checkpoint or the end, which stop with :class:`NonFiniteLossError` naming the first bad
+step. (The unfused optimizer and fp16 loss scaling check each step on the host instead.)
 """
 
 from __future__ import annotations
@@ -10,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +25,17 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
 from crossflow.config import save_yaml, to_dict
 from crossflow.data.sampler import ResumableBatchSampler
 from crossflow.schema import ExperimentConfig
-from crossflow.task import Task
+from crossflow.task import PreparesBatches, Task
 from crossflow.train import checkpoint as ckpt
 from crossflow.train.ema import EMA
 from crossflow.train.logger import MetricsLogger
+from crossflow.train.protocol import Trainable
 from crossflow.train.schedule import build_scheduler
 from crossflow.utils.cpu import ensure_cpu_bf16
 
@@ -86,15 +92,25 @@ class Trainer:
         self.micro_batch = tc.batch_size // (acc.num_processes * tc.grad_accum_steps)
         set_seed(tc.seed)  # identical initial weights on every rank
         model = task.build_model()
+        if not isinstance(model, Trainable):
+            raise TypeError(f"{type(model).__name__} (built by task {task.name!r}) is not trainable: it needs "
+                            "forward(batch, generator=None) -> TrainOutput and compile_modules()")
         self.ema = EMA(model, tc.ema_decay, tc.ema_warmup)
-        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
-                                           betas=tuple(tc.betas), weight_decay=tc.weight_decay,
-                                           fused=tc.fused_optimizer)
-        self.scheduler = build_scheduler(self.optimizer, warmup_steps=tc.warmup_steps, total_steps=tc.max_steps,
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
+                                      betas=tuple(tc.betas), weight_decay=tc.weight_decay, fused=tc.fused_optimizer)
+        self.scheduler = build_scheduler(optimizer, warmup_steps=tc.warmup_steps, total_steps=tc.max_steps,
                                          schedule=tc.lr_schedule, min_ratio=tc.min_lr_ratio)
         if tc.compile:
-            model.velocity_net.compile()  # in place: state-dict keys stay unchanged
-        self.model, self.optimizer = acc.prepare(model, self.optimizer)
+            modules = model.compile_modules()
+            if not modules:
+                raise ValueError(f"train.compile=true: {type(model).__name__} names no modules to compile; "
+                                 "set train.compile=false")
+            for module in modules:
+                module.compile()  # in place: state-dict keys stay unchanged
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        # The fused AdamW skips a step on the device when its ``found_inf`` is set: no host sync per step.
+        self._device_skip = tc.fused_optimizer and acc.scaler is None
+        self._base_optimizer = optimizer
         self.ema.model.to(acc.device)
         self.dataset = task.train_dataset()
         self.sampler = ResumableBatchSampler(len(self.dataset), self.micro_batch, seed=tc.seed,
@@ -103,6 +119,10 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.logger = MetricsLogger(self.run_dir / "metrics.jsonl", enabled=acc.is_main_process,
                                     tensorboard_dir=self.run_dir / "tensorboard" if tc.tensorboard else None)
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=acc.device)  # first non-finite step, or -1
+        self._log_sums: dict[str, torch.Tensor] = {}
+        self._log_steps = 0
+        self._pipeline = None  # for previews, made on first use
 
     # ------------------------------------------------------------------ state
     def _unwrapped(self) -> torch.nn.Module:
@@ -147,29 +167,53 @@ class Trainer:
         log.info("resumed from %s at step %d", path, self.step)
 
     # ------------------------------------------------------------------ loop
+    def _prepare(self, batch: dict) -> dict[str, torch.Tensor]:
+        device = self.accelerator.device
+        if isinstance(self.dataset, PreparesBatches):
+            return self.dataset.prepare(batch, device)
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
     def _batches(self):
         """Endless iterator over prepared micro-batches, advancing the resumable position."""
         while True:
             # The loader's own generator keeps worker seeding off the global RNG, whose state is
             # part of the checkpoint: creating a loader after a resume must not shift it.
             loader_rng = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.sampler.epoch)
-            loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.task.collate,
+            loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=_collate,
                                 num_workers=self.cfg.train.num_workers, generator=loader_rng,
                                 pin_memory=self.accelerator.device.type == "cuda")
             for batch in loader:
                 self.sampler.advance()  # wraps to the next epoch after the last batch
-                yield self.task.prepare_batch(batch, self.accelerator.device)
+                yield self._prepare(batch)
 
-    def _check_finite(self, out, step: int) -> None:
-        finite = torch.isfinite(out.loss.detach()).float()
-        if self.accelerator.num_processes > 1:
-            finite = self.accelerator.reduce(finite, reduction="min")
-        if finite.item() < 1:
-            last = ckpt.latest_checkpoint(self.ckpt_dir)
-            terms = ", ".join(f"{k}={v:.4g}" for k, v in out.scalars().items())  # any model's loss terms
-            raise NonFiniteLossError(
-                f"non-finite loss at step {step + 1} ({terms}); stopped before the optimizer "
-                f"step. Last good checkpoint: {last or 'none'}. Lower train.lr or enable train.grad_clip.")
+    def _mark_nonfinite(self, value: torch.Tensor, step: int) -> torch.Tensor:
+        """Record on the device whether ``value`` is non-finite at ``step`` (1-based); True once any step was."""
+        bad = ~torch.isfinite(value.detach().float())
+        if self.accelerator.num_processes > 1:  # every rank skips the same steps
+            bad = self.accelerator.reduce(bad.float(), reduction="sum") > 0
+        self._first_bad = torch.where((self._first_bad < 0) & bad, step, self._first_bad)
+        return self._first_bad >= 0
+
+    def _raise_if_nonfinite(self) -> None:
+        """Read the device-side marker (one sync); stop naming the first bad step and the last good checkpoint."""
+        bad = int(self._first_bad)
+        if bad < 0:
+            return
+        self.step = bad - 1  # steps from the bad one on were skipped: the weights are those after step bad-1
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in self._read_logs().items())
+        raise NonFiniteLossError(
+            f"non-finite loss or gradient at step {bad} (mean since the last log row: {terms}); stopped before "
+            f"the optimizer step. Last good checkpoint: {ckpt.latest_checkpoint(self.ckpt_dir) or 'none'}. "
+            "Lower train.lr or enable train.grad_clip.")
+
+    def _read_logs(self) -> dict[str, float]:
+        """Means of the logged scalars since the last read (one device→host copy), then reset."""
+        if not self._log_sums:
+            return {}
+        keys = list(self._log_sums)
+        values = torch.stack([self._log_sums[k].float() for k in keys]).div(max(self._log_steps, 1)).tolist()
+        self._log_sums, self._log_steps = {}, 0
+        return dict(zip(keys, values))
 
     def fit(self) -> TrainResult:
         """Train until ``train.max_steps`` (or ``train.max_minutes``), then checkpoint and export."""
@@ -197,30 +241,33 @@ class Trainer:
             if tc.max_minutes is not None and time.time() - start_time > 60 * tc.max_minutes:
                 log.info("train.max_minutes=%s reached at step %d", tc.max_minutes, self.step)
                 break
-            logs = self._train_step(batches)
+            self._train_step(batches)
             self.step += 1
-            last_loss = logs["loss"]
             window_samples += tc.batch_size
             bar.update(1)
             if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                self._raise_if_nonfinite()
                 elapsed = time.time() - window_start
-                logs |= {"lr": self.scheduler.get_last_lr()[0], "samples_per_s": window_samples / max(elapsed, 1e-9),
-                         "steps_per_s": window_samples / tc.batch_size / max(elapsed, 1e-9)}
+                logs = self._read_logs() | {
+                    "lr": self.scheduler.get_last_lr()[0], "samples_per_s": window_samples / max(elapsed, 1e-9),
+                    "steps_per_s": window_samples / tc.batch_size / max(elapsed, 1e-9)}
+                last_loss = logs.get("loss", last_loss)
                 self.logger.log(self.step, logs)
-                bar.set_postfix(loss=f"{logs['loss']:.4f}", fm=f"{logs.get('loss_fm', float('nan')):.4f}",
-                                sps=f"{logs['samples_per_s']:.0f}")
+                bar.set_postfix(loss=f"{last_loss:.4f}", sps=f"{logs['samples_per_s']:.0f}")
                 window_start, window_samples = time.time(), 0
             if self.step % tc.checkpoint_every == 0:
+                self._raise_if_nonfinite()
                 last_saved = self.save()
             if tc.sample_every and self.step % tc.sample_every == 0 and acc.is_main_process:
-                self.task.preview(self.ema.model, self.run_dir / "previews" / f"step-{self.step:07d}.png")
+                self._preview()
         bar.close()
+        self._raise_if_nonfinite()
         if last_saved is None or not last_saved.name.endswith(f"{self.step:07d}"):
             last_saved = self.save()
         export_dir = self.run_dir / "export"
         if acc.is_main_process:
             export_model(self.ema.model.state_dict(), self.cfg, export_dir)
-            self.task.preview(self.ema.model, self.run_dir / "previews" / f"step-{self.step:07d}.png")
+            self._preview()
             (self.run_dir / "train_summary.json").write_text(json.dumps(
                 {"step": self.step, "seconds": round(time.time() - start_time, 2), "final_loss": last_loss,
                  "parameters": n_params}, indent=2))
@@ -230,9 +277,20 @@ class Trainer:
         return TrainResult(self.step, self.run_dir, export_dir, last_saved,
                            self.step * tc.batch_size / elapsed, last_loss)
 
-    def _train_step(self, batches) -> dict[str, float]:
+    def _preview(self) -> None:
+        """The task's preview picture of the EMA model, through the inference pipeline (made once: its source
+        processor may hold a language model)."""
+        from crossflow.pipeline import Pipeline
+
+        if self._pipeline is None:
+            self._pipeline = Pipeline(self.ema.model, self.task, device=self.accelerator.device)
+        self.task.evaluator().preview(self._pipeline, self.run_dir / "previews" / f"step-{self.step:07d}.png")
+
+    def _train_step(self, batches) -> None:
+        """One optimizer step (with accumulation); logged scalars are summed on the device."""
         tc, acc = self.cfg.train, self.accelerator
-        scalars: dict[str, float] = {}
+        step = self.step + 1
+        loss_sum = None
         for micro in range(tc.grad_accum_steps):
             batch = next(batches)
             sync = micro == tc.grad_accum_steps - 1
@@ -240,20 +298,31 @@ class Trainer:
             with ctx:
                 with acc.autocast():
                     out = self.model(batch)
-                self._check_finite(out, self.step)
+                if not self._device_skip:  # host check before anything reaches the optimizer
+                    self._mark_nonfinite(out.loss, step)
+                    self._raise_if_nonfinite()
                 acc.backward(out.loss / tc.grad_accum_steps)
-            for k, v in out.scalars().items():
-                scalars[k] = scalars.get(k, 0.0) + v / tc.grad_accum_steps
+            loss_sum = out.loss.detach() if loss_sum is None else loss_sum + out.loss.detach()
+            for k, v in out.logs.items():
+                v = v.detach().float() / tc.grad_accum_steps
+                self._log_sums[k] = self._log_sums[k] + v if k in self._log_sums else v
+        norm = None
         if tc.grad_clip is not None:
             norm = acc.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-            scalars["grad_norm"] = float(norm)
-            if not math.isfinite(scalars["grad_norm"]):
-                raise NonFiniteLossError(f"non-finite gradient norm at step {self.step + 1}; stopped before the "
-                                         f"optimizer step. Last good checkpoint: "
-                                         f"{ckpt.latest_checkpoint(self.ckpt_dir) or 'none'}.")
+            self._log_sums["grad_norm"] = self._log_sums.get("grad_norm", 0.0) + norm.detach().float()
+        self._log_steps += 1
+        checked = loss_sum if norm is None else loss_sum + norm.detach().float()
+        skip = self._mark_nonfinite(checked, step)
+        if self._device_skip:
+            self._base_optimizer.found_inf = skip.float()
+        else:
+            self._raise_if_nonfinite()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.ema.update(self._unwrapped())
-        return scalars
+        self.ema.update(self._unwrapped(), skip=skip if self._device_skip else None)
 
+
+def _collate(items):
+    """Datasets with ``__getitems__`` already return a collated dict; others go through ``default_collate``."""
+    return items if isinstance(items, dict) else default_collate(items)

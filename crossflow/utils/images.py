@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 logger = logging.getLogger(__name__)
@@ -169,3 +170,22 @@ def caption_under(image: np.ndarray, text: str, width_chars: int | None = None, 
     for i, line in enumerate(lines):
         draw.text((margin, base.height + margin + i * line_h - top), line, fill="black", font=font)
     return np.asarray(out, dtype=np.uint8).copy()
+
+
+def colorize_depth(depth: Any, vmin: float, vmax: float, cmap: str = "magma_r") -> np.ndarray:
+    """``(N, H, W)`` (or ``(H, W)``) depth → ``(N, H, W, 3)`` uint8 through a matplotlib colour map.
+
+    Near is bright with the default reversed ``magma``; values outside ``[vmin, vmax]`` are clipped.
+    """
+    from matplotlib import colormaps
+
+    if isinstance(depth, torch.Tensor):
+        depth = depth.detach().cpu().numpy()
+    d = np.asarray(depth, dtype=np.float64)
+    if d.ndim == 2:
+        d = d[None]
+    if d.ndim != 3:
+        raise ValueError(f"expected (N, H, W) depth maps, got shape {d.shape}")
+    scaled = np.clip((d - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
+    rgba = colormaps[cmap](scaled)
+    return np.round(rgba[..., :3] * 255).astype(np.uint8)

@@ -32,7 +32,7 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
 
 def config_parameter_counts(config: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     """``crossflow params``: load and validate ``config``, build its model on meta, count parameters."""
-    from crossflow.task import load_experiment
+    from crossflow.registry import load_experiment
 
     cfg, task_cls = load_experiment(config, list(overrides))
     model = build_on_meta(cfg, task_cls)

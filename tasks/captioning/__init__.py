@@ -2,6 +2,4 @@
 
 from tasks.captioning.task import CaptioningTask
 
-TASK = CaptioningTask
-
-__all__ = ["TASK", "CaptioningTask"]
+__all__ = ["CaptioningTask"]

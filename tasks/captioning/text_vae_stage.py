@@ -12,12 +12,15 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from crossflow.codecs.text_vae import TextVAE, token_accuracy
+from crossflow.specs import ImageSpec, TokenSpec
 from crossflow.task import Task
+from crossflow.utils.images import caption_under, save_png
 from tasks.captioning.config import TextVAEStageConfig
 from tasks.captioning.vocab import CaptionTokenizer
 from tasks.toyworld.dataset import make_split
@@ -54,29 +57,56 @@ def reconstruction_accuracy(vae: TextVAE, tokenizer: CaptionTokenizer, captions:
             "num_captions": len(captions)}
 
 
+class TextVAEEvaluator:
+    """Held-out reconstruction accuracy of the text VAE; the preview lists a few reconstructions."""
+
+    def __init__(self, task: "TextVAEStage") -> None:
+        self.task = task
+
+    def evaluate(self, pipe: Any, out_dir: Path, *, num: Optional[int] = None, options: Any = None) -> dict:
+        """Token and whole-caption reconstruction accuracy of the held-out captions; writes ``metrics.json``."""
+        _, test = self.task.split()
+        metrics = reconstruction_accuracy(pipe.model, self.task.tokenizer, [ex.caption for ex in test[:num or len(test)]])
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.info("text VAE held-out token accuracy %.4f, exact captions %.3f", metrics["token_accuracy"],
+                 metrics["caption_accuracy"])
+        return metrics
+
+    @torch.no_grad()
+    def preview(self, pipe: Any, path: Path) -> None:
+        """A picture listing ``truth -> reconstruction`` for the first eight held-out captions."""
+        _, test = self.task.split()
+        captions = [ex.caption for ex in test[:8]]
+        vae, tokenizer = pipe.model, self.task.tokenizer
+        device = next(vae.parameters()).device
+        ids, mask = tokenizer.encode(captions)
+        decoded = tokenizer.decode(vae.decode(vae.encode(ids.to(device), mask.to(device)).mean).cpu())
+        blank = np.full((2, 640, 3), 255, dtype=np.uint8)
+        save_png(np.concatenate([caption_under(blank, f"{c}  ->  {d}") for c, d in zip(captions, decoded)]), path)
+
+
 class TextVAEStage(Task):
-    """Trains :class:`~crossflow.codecs.text_vae.TextVAE` on the toy-world training captions."""
+    """Trains :class:`~crossflow.codecs.text_vae.TextVAE` on the toy-world training captions.
+
+    It does not generate: its model is a codec that the captioning task loads, frozen, from the run.
+    """
 
     config_class = TextVAEStageConfig
 
-    def __init__(self, config, *, cache_dir: Optional[Path] = None) -> None:
-        super().__init__(config, cache_dir=cache_dir)
+    def __init__(self, config) -> None:
+        super().__init__(config)
         self.tc: TextVAEStageConfig = config.task
         self.tokenizer = CaptionTokenizer(max_length=self.tc.max_length)
 
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        return self.tc.text_vae.latent_shape
+    def source_spec(self) -> TokenSpec:
+        """Token ids of the captions (the VE embeds them itself: ``dim`` is the vocabulary size)."""
+        return TokenSpec(self.tc.max_length, len(self.tokenizer))
 
-    @property
-    def source_dim(self) -> int:
-        return len(self.tokenizer)
+    def target_spec(self) -> ImageSpec:
+        return ImageSpec.of(self.tc.text_vae.latent_shape)
 
-    @property
-    def max_tokens(self) -> int:
-        return self.tc.max_length
-
-    def build_model(self) -> TextVAE:  # type: ignore[override] - a codec, trained by the same trainer
+    def build_model(self) -> TextVAE:
         return TextVAE(len(self.tokenizer), self.tc.max_length, self.tc.text_vae, pad_id=self.tokenizer.pad_id)
 
     def split(self):
@@ -90,17 +120,5 @@ class TextVAEStage(Task):
                  len({ex.caption for ex in train}), len(self.tokenizer))
         return TokenizedCaptions(ids, mask)
 
-    def evaluate(self, model: TextVAE, out_dir: Path, **options: Any) -> dict:
-        """Held-out reconstruction accuracy; writes ``metrics.json``."""
-        model.eval()
-        _, test = self.split()
-        num = options.get("num")
-        metrics = reconstruction_accuracy(model, self.tokenizer, [ex.caption for ex in test[:num or len(test)]])
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        log.info("text VAE held-out token accuracy %.4f, exact captions %.3f", metrics["token_accuracy"],
-                 metrics["caption_accuracy"])
-        return metrics
-
-
-TASK = TextVAEStage
+    def evaluator(self) -> TextVAEEvaluator:
+        return TextVAEEvaluator(self)

@@ -2,6 +2,4 @@
 
 from tasks.depth.task import DepthTask
 
-TASK = DepthTask
-
-__all__ = ["TASK", "DepthTask"]
+__all__ = ["DepthTask"]

@@ -2,6 +2,4 @@
 
 from tasks.super_resolution.task import SuperResolutionTask
 
-TASK = SuperResolutionTask
-
-__all__ = ["TASK", "SuperResolutionTask"]
+__all__ = ["SuperResolutionTask"]

@@ -3,7 +3,8 @@
 Downsampling is ``torch.nn.functional.interpolate(mode="bicubic", antialias=True)`` (PyTorch's
 antialiased bicubic resampling: the cubic kernel, a = −0.5, stretched by the scale factor so that it
 low-pass filters, as PIL's ``Image.resize(BICUBIC)`` does), followed by rounding to 8-bit values as a
-saved low-res image would be. Upsampling back to the high-res grid is plain bicubic interpolation.
+saved low-res image would be. Upsampling back to the high-res grid is plain bicubic interpolation
+(:func:`tasks.image_source.upsample_bicubic`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from tasks.image_source import upsample_bicubic
 from tasks.toyworld.pairs import RenderedSplit
 
 
@@ -26,33 +28,22 @@ def downsample(images: Tensor, factor: int) -> Tensor:
     return small.round().clamp(0, 255).to(torch.uint8)
 
 
-def upsample(low_res: Tensor, size: tuple[int, int]) -> Tensor:
-    """``(B, C, h, w)`` uint8 → ``(B, C, *size)`` float in [-1, 1], bicubic (the "bicubic" baseline and z0 input)."""
-    x = low_res.float() / 127.5 - 1.0
-    return F.interpolate(x, size=size, mode="bicubic", align_corners=False).clamp(-1.0, 1.0)
-
-
 class SuperResolutionPairs(Dataset):
     """Batches of ``source`` (bicubic-upsampled low-res, ``(B, 3, H, W)`` in [-1, 1]) and ``target`` (the high-res
-    image, same shape). With ``with_cond`` the upsampled low-res image is also ``cond`` (the concatenation baseline).
+    image, same shape). A concatenation-conditioned baseline gets the same ``source`` as its conditioning image.
     """
 
-    def __init__(self, split: RenderedSplit, factor: int, *, with_cond: bool = False) -> None:
+    def __init__(self, split: RenderedSplit, factor: int) -> None:
         self.split = split
         self.low_res = downsample(split.images, factor)
         self.size = tuple(split.images.shape[-2:])
-        self.with_cond = with_cond
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
         idx = torch.as_tensor(indices)
-        up = upsample(self.low_res[idx], self.size)
-        batch = {"source": up, "target": self.split.images_float(idx)}
-        if self.with_cond:
-            batch["cond"] = up
-        return batch
+        return {"source": upsample_bicubic(self.low_res[idx], self.size), "target": self.split.images_float(idx)}
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return {k: v[0] for k, v in self.__getitems__([index]).items()}

@@ -2,6 +2,4 @@
 
 from tasks.t2i.task import TextToImageTask
 
-TASK = TextToImageTask
-
-__all__ = ["TASK", "TextToImageTask"]
+__all__ = ["TextToImageTask"]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from crossflow.schema import _f
+from tasks.toyworld.config import ToyWorldSplitConfig
 
 
 @dataclass
@@ -28,16 +29,6 @@ class LanguageModelConfig:
     dim: Optional[int] = _f(None, "width of the token states (CLIP-L 768, T5-XXL 4096); null = read from the "
                                   "checkpoint's config.json. Set it to build a model without the LM files")
     device: Optional[str] = _f(None, "device of the LM when embedding prompts (null: cuda when visible, else cpu)")
-
-
-@dataclass
-class ToyWorldDataConfig:
-    """The built-in toy world: 32×32 scenes of one coloured shape, captioned by templates."""
-
-    num_train: int = _f(20000, "training scenes")
-    num_test: int = _f(200, "held-out scenes (prompts) for evaluation")
-    seed: int = _f(0, "seed of the scene split")
-    resolution: int = _f(32, "image side in pixels")
 
 
 @dataclass
@@ -94,7 +85,7 @@ class TextToImageConfig:
                               "side is resolution / vae.downsample")
     vae: VAEConfig = field(default_factory=VAEConfig)
     language_model: LanguageModelConfig = field(default_factory=LanguageModelConfig)
-    toyworld: ToyWorldDataConfig = field(default_factory=ToyWorldDataConfig)
+    toyworld: ToyWorldSplitConfig = field(default_factory=ToyWorldSplitConfig)
     cache_dir: Optional[str] = _f(None, "embedding cache directory (default: .cache/embeddings)")
     preview_prompts: int = _f(16, "prompts in the periodic preview grid")
     metrics: ImageMetricsConfig = field(default_factory=ImageMetricsConfig)

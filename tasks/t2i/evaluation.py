@@ -2,7 +2,8 @@
 
 :class:`ImageMetrics` accumulates Inception statistics and CLIP scores of generated images batch by
 batch (so FID-30K never holds 30K images in memory) and reports each metric, or why it was skipped.
-:func:`evaluate_prompt_file` is the evaluation of models trained on real data: generate from
+:class:`ToyWorldEvaluator` scores the toy world's held-out prompts with the analytic checker;
+:class:`PromptFileEvaluator` evaluates models trained on real data: generate from
 ``task.metrics.prompts_file`` (e.g. COCO val captions), write PNGs, score, write ``metrics.json``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,7 +22,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from crossflow.metrics.fid import ActivationStatistics, fid_against_reference, inception_features, uint8_to_input
-from crossflow.utils.images import save_grid, save_png, to_uint8
+from crossflow.config import to_dict
+from crossflow.schema import SampleConfig
+from crossflow.utils.images import make_grid, save_gif, save_grid, save_png, to_uint8
 from tasks.t2i.config import ImageMetricsConfig
 
 log = logging.getLogger(__name__)
@@ -118,56 +122,137 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
-@torch.no_grad()
-def evaluate_prompt_file(task: Any, model: Any, out_dir: Path, *, num: Optional[int] = None,
-                         **overrides: Any) -> dict[str, Any]:
-    """Generate from ``task.metrics.prompts_file`` batch by batch; FID and CLIP score; write ``metrics.json``.
+class PromptFileEvaluator:
+    """Evaluation of models trained on real data: generate from ``task.metrics.prompts_file`` batch by batch
+    (e.g. COCO val captions), write the PNGs, FID and CLIP score, ``metrics.json``.
 
-    Writes ``samples/NNNN.png`` + ``samples/prompts.jsonl`` (``task.metrics.save_images``), ``grid.png`` (the
+    Writes ``samples/NNNNN.png`` + ``samples/prompts.jsonl`` (``task.metrics.save_images``), ``grid.png`` (the
     first 64) and ``metrics.json`` under ``out_dir``.
     """
-    mc: ImageMetricsConfig = task.tc.metrics
-    if mc.prompts_file is None:
-        raise ValueError("task.metrics.prompts_file: not set; evaluation on real data generates from a prompt file "
-                         "(.txt or .jsonl, e.g. COCO val captions)")
-    prompts = read_prompts(mc.prompts_file)[: num or mc.num_samples]
-    out_dir = Path(out_dir)
-    samples = out_dir / "samples"
-    samples.mkdir(parents=True, exist_ok=True)
-    s = task.config.sample
-    seed = overrides.pop("seed", s.seed)
-    device = next(model.parameters()).device
-    metrics = ImageMetrics(mc, device)
-    start, shown = time.time(), []
-    batch = s.batch_size
-    index_file = open(samples / "prompts.jsonl", "w", encoding="utf-8") if mc.save_images else None
-    try:
-        for b, i in enumerate(tqdm(range(0, len(prompts), batch), desc="eval", unit="batch")):
-            chunk = prompts[i:i + batch]
-            images = task.generate_images(model, chunk, seed=seed + b, **overrides)
-            metrics.update(images, chunk)
-            uint8 = to_uint8(images)
-            shown += list(uint8[: max(0, 64 - len(shown))])
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    @torch.no_grad()
+    def evaluate(self, pipe: Any, out_dir: Path, *, num: Optional[int] = None,
+                 options: Optional[SampleConfig] = None) -> dict[str, Any]:
+        mc: ImageMetricsConfig = self.task.tc.metrics
+        if mc.prompts_file is None:
+            raise ValueError("task.metrics.prompts_file: not set; evaluation on real data generates from a prompt "
+                             "file (.txt or .jsonl, e.g. COCO val captions)")
+        options = pipe.options(options)
+        prompts = read_prompts(mc.prompts_file)[: num or mc.num_samples]
+        out_dir = Path(out_dir)
+        samples = out_dir / "samples"
+        samples.mkdir(parents=True, exist_ok=True)
+        metrics = ImageMetrics(mc, pipe.device)
+        start, shown = time.time(), []
+        batch = options.batch_size
+        index_file = open(samples / "prompts.jsonl", "w", encoding="utf-8") if mc.save_images else None
+        try:
+            for i in tqdm(range(0, len(prompts), batch), desc="eval", unit="batch"):
+                chunk = prompts[i:i + batch]
+                out = pipe(chunk, options=options, first_index=i)
+                metrics.update(out.images, chunk)
+                uint8 = out.uint8()
+                shown += list(uint8[: max(0, 64 - len(shown))])
+                if index_file is not None:
+                    for j, (img, prompt) in enumerate(zip(uint8, chunk)):
+                        save_png(img, samples / f"{i + j:05d}.png")
+                        index_file.write(json.dumps({"file": f"{i + j:05d}.png", "prompt": prompt}) + "\n")
+        finally:
             if index_file is not None:
-                for j, (img, prompt) in enumerate(zip(uint8, chunk)):
-                    save_png(img, samples / f"{i + j:05d}.png")
-                    index_file.write(json.dumps({"file": f"{i + j:05d}.png", "prompt": prompt}) + "\n")
-    finally:
-        if index_file is not None:
-            index_file.close()
-    if shown:
-        save_grid(np.stack(shown), out_dir / "grid.png", nrow=8)
-    result = metrics.result() | {
-        "settings": {"solver": overrides.get("solver", s.solver), "steps": overrides.get("steps", s.steps),
-                     "guidance": overrides.get("guidance", s.guidance), "z0": overrides.get("z0", s.z0),
-                     "seed": seed, "num_prompts": len(prompts), "prompts_file": str(mc.prompts_file)},
-        "seconds": round(time.time() - start, 2)}
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-    log.info("eval: %s", {k: v.get("value", v.get("skipped")) for k, v in result.items() if isinstance(v, dict)
-                          and k in ("fid", "clip_score")})
-    return result
+                index_file.close()
+        if shown:
+            save_grid(np.stack(shown), out_dir / "grid.png", nrow=8)
+        result = metrics.result() | {
+            "settings": to_dict(options) | {"num_prompts": len(prompts), "prompts_file": str(mc.prompts_file)},
+            "seconds": round(time.time() - start, 2)}
+        (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+        log.info("eval: %s", {k: v.get("value", v.get("skipped")) for k, v in result.items() if isinstance(v, dict)
+                              and k in ("fid", "clip_score")})
+        return result
+
+    def preview(self, pipe: Any, path: Path) -> None:
+        """A grid of the preview prompts (at most 25 solver steps)."""
+        prompts = self.task.preview_prompts()
+        if prompts:
+            save_grid(pipe(prompts, steps=min(pipe.options().steps, 25)).uint8(), path)
 
 
+class ToyWorldEvaluator:
+    """The toy world's held-out prompts, scored by the analytic checker.
+
+    Writes ``metrics.json`` (the checker's accuracies at the given options, plus the same under
+    ``no_guidance``, ``null_branch`` and the other z0 start, FID/CLIP when configured), ``samples/NNNN.png``,
+    ``samples/prompts.jsonl``, ``grid.png`` and ``trajectory.gif`` under ``out_dir``.
+    """
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    @torch.no_grad()
+    def evaluate(self, pipe: Any, out_dir: Path, *, num: Optional[int] = None,
+                 options: Optional[SampleConfig] = None) -> dict[str, Any]:
+        from tasks.toyworld import checker
+
+        options = pipe.options(options)
+        out_dir = Path(out_dir)
+        _, test = self.task.toy_split()
+        test = test[:num] if num else test
+        prompts, attrs = [ex.caption for ex in test], [ex.attributes for ex in test]
+        other_z0 = "sample" if options.z0 == "mean" else "mean"
+        variants = {"default": (options, "guided"),
+                    "no_guidance": (replace(options, guidance=1.0), "guided"),
+                    "null_branch": (options, "null"),
+                    f"z0_{other_z0}": (replace(options, z0=other_z0), "guided")}
+        metrics: dict[str, Any] = {}
+        start = time.time()
+        for name, (opts, mode) in variants.items():
+            out = pipe(prompts, options=opts, mode=mode)
+            uint8 = out.uint8()
+            scores = checker.score(uint8, attrs)
+            described = scores | {"guidance": opts.guidance, "z0": opts.z0, "temperature": opts.temperature}
+            if name == "default":
+                metrics |= scores
+                metrics[f"z0_{opts.z0}"] = described
+                self._write_samples(out_dir, uint8, test)
+                metrics |= score_generated(self.task.tc.metrics, out.images, prompts, pipe.device)
+            else:
+                metrics[name] = described
+            log.info("%s: %s", name, {k: round(v, 3) for k, v in scores.items() if isinstance(v, float)})
+        write_trajectory_gif(pipe, prompts[:16], out_dir / "trajectory.gif", options=options)
+        metrics["settings"] = to_dict(options) | {"num_prompts": len(prompts)}
+        metrics["seconds"] = round(time.time() - start, 2)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return metrics
+
+    def preview(self, pipe: Any, path: Path) -> None:
+        """A grid of the first held-out prompts (at most 25 solver steps), ×4."""
+        images = pipe(self.task.preview_prompts(), steps=min(pipe.options().steps, 25)).uint8()
+        save_grid(images, path, upscale=4)
+
+    @staticmethod
+    def _write_samples(out_dir: Path, images: np.ndarray, examples) -> None:
+        samples = out_dir / "samples"
+        samples.mkdir(parents=True, exist_ok=True)
+        with open(samples / "prompts.jsonl", "w", encoding="utf-8") as fh:
+            for i, (img, ex) in enumerate(zip(images, examples)):
+                name = f"{i:04d}.png"
+                save_png(img, samples / name)
+                fh.write(json.dumps({"file": name, "prompt": ex.caption, **ex.attributes}) + "\n")
+        save_grid(images[:64], out_dir / "grid.png", nrow=8, upscale=4)
+
+
+@torch.no_grad()
+def write_trajectory_gif(pipe: Any, prompts: list[str], path: Path, *, frames: int = 12,
+                         options: Optional[SampleConfig] = None) -> Path:
+    """Animate the ODE from z0 (t=0) to the image (t=1) for ``prompts`` as a grid GIF."""
+    states: list[Tensor] = []  # the start (z0, or noise for the cross-attention baseline), then every step
+    pipe(prompts, options=options, callback=lambda info: states.append(info["x"]))
+    keep = sorted({round(i * (len(states) - 1) / (frames - 1)) for i in range(frames)})
+    grids = [make_grid(pipe.decode(states[i]).uint8(), upscale=4) for i in keep]
+    return save_gif(grids + [grids[-1]] * 4, path, duration_ms=150)
 def score_generated(mc: ImageMetricsConfig, images: Tensor, prompts: list[str],
                     device: torch.device | str) -> dict[str, Any]:
     """FID and CLIP score of images already in memory ``(N, 3, H, W)`` in [-1, 1] (the toy-world evaluation)."""

@@ -30,7 +30,7 @@ from crossflow.data.shard_writer import ShardAssembler, check_resumable, plan_sh
 from crossflow.data.transforms import CROPS, to_model_input
 from crossflow.language import resolve_model_path
 from crossflow.language.hf import TextEmbedder
-from crossflow.task import load_experiment
+from crossflow.registry import load_experiment
 from tasks.t2i import features as real_data
 from tasks.t2i.config import TextToImageConfig
 

@@ -115,7 +115,7 @@ def check_meta(meta: dict[str, Any], tc: TextToImageConfig, *, source_dim: int) 
                     "the config's model)", root, stored["name_or_path"], lm.name_or_path)
 
 
-def open_dataset(tc: TextToImageConfig, *, source_dim: int, max_tokens: int) -> Dataset:
+def open_dataset(tc: TextToImageConfig, *, source_dim: int, max_tokens: int) -> "LatentFeatures":
     """The training dataset of ``tc.dataset`` (``features`` or ``official_npy``), checked against the config."""
     if not tc.features_dir:
         raise ConfigError(f"task.features_dir: required with task.dataset={tc.dataset!r}")
@@ -125,28 +125,47 @@ def open_dataset(tc: TextToImageConfig, *, source_dim: int, max_tokens: int) -> 
         data.select(["tokens", "mask", "moments"])
         log.info("features %s: %d samples in %d shards (%d skipped at extraction)", tc.features_dir, len(data),
                  len(data.shards), data.num_skipped)
-        return data
+        return LatentFeatures(data, tc.vae.scale_factor)
     data = OfficialFeatureFolder(tc.features_dir, lm=tc.official_lm, resolution=tc.resolution)
     row = data.sample(0)
     want_moments = (2 * tc.vae.latent_channels, *latent_shape(tc)[1:])
     if row["tokens"].shape != (max_tokens, source_dim) or tuple(row["moments"].shape) != want_moments:
         raise ConfigError(f"task.features_dir: {data.files[0]} holds tokens {row['tokens'].shape} and moments "
                           f"{row['moments'].shape}; the config needs ({max_tokens}, {source_dim}) and {want_moments}")
-    return data
+    return LatentFeatures(data, tc.vae.scale_factor)
 
 
-def prepare_feature_batch(batch: dict[str, Tensor], device: torch.device, scale_factor: float) -> dict[str, Tensor]:
-    """Move tokens/mask to ``device`` and draw the target latent z1 from the stored VAE moments."""
-    out = {"source": batch["source"].to(device, non_blocking=True),
-           "source_mask": batch["source_mask"].to(device, non_blocking=True)}
-    out["target"] = sample_latent(batch["moments"].to(device, non_blocking=True), scale_factor)
-    return out
+class LatentFeatures(Dataset):
+    """Extracted features (:class:`FeatureShards` or :class:`OfficialFeatureFolder`) as training batches.
 
+    Collated batches hold ``source``, ``source_mask`` and the stored VAE ``moments``; :meth:`prepare` draws the
+    target latent z1 from the moments on the device, fresh every step (as the official pipeline does).
 
-def preview_prompts(dataset: Optional[Dataset], n: int) -> list[str]:
-    """The first ``n`` prompts of a features dataset (for preview grids)."""
-    if isinstance(dataset, FeatureShards):
-        return dataset.head_prompts(n)
-    if isinstance(dataset, OfficialFeatureFolder):
-        return [dataset.sample(i)["prompt"] for i in range(min(n, len(dataset)))]
-    return []
+    Args:
+        data: the features dataset.
+        scale_factor: the VAE latent scale (``task.vae.scale_factor``).
+    """
+
+    def __init__(self, data: Dataset, scale_factor: float) -> None:
+        self.data, self.scale_factor = data, scale_factor
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
+        return self.data.__getitems__(indices)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return self.data[index]
+
+    def prepare(self, batch: dict[str, Any], device: torch.device) -> dict[str, Tensor]:
+        """Move tokens/mask to ``device`` and draw the target latent z1 from the stored VAE moments."""
+        return {"source": batch["source"].to(device, non_blocking=True),
+                "source_mask": batch["source_mask"].to(device, non_blocking=True),
+                "target": sample_latent(batch["moments"].to(device, non_blocking=True), self.scale_factor)}
+
+    def head_prompts(self, n: int) -> list[str]:
+        """The first ``n`` prompts (for preview grids)."""
+        if isinstance(self.data, FeatureShards):
+            return self.data.head_prompts(n)
+        return [self.data.sample(i)["prompt"] for i in range(min(n, len(self.data)))]

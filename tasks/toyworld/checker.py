@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from tasks.toyworld.scenes import BACKGROUND, CANVAS, PALETTE, POSITIONS, SHAPES, SIZES, shape_coverage
+from tasks.toyworld.scenes import CANVAS, PALETTE, POSITIONS, SHAPES, SIZES, shape_coverage
 
 ATTRIBUTES: tuple[str, ...] = ("color", "shape", "size", "position")
 ROUGH_THRESHOLD: float = 40.0  # RGB distance from background for the rough mask
