@@ -9,9 +9,8 @@ import yaml
 
 from crossflow.cli import main
 from crossflow.config import ConfigError
-from crossflow.task import load_experiment
-
-from conftest import tiny_raw_config
+from crossflow.registry import load_experiment
+from helpers.synthetic_task import TASK_NAME, tiny_raw_config
 
 
 def _write(path, raw):
@@ -86,9 +85,19 @@ def test_train_eval_and_errors_of_sample_on_a_tiny_run(tmp_path, capsys):
     code, out, _ = _run(["train", cfg, "--run-dir", str(run), "train.max_steps=12", "--resume"], capsys)
     assert code == 0 and json.loads(out)["step"] == 12
     code, out, _ = _run(["eval", str(run), "--out", str(tmp_path / "ev"), "--steps", "4"], capsys)
-    assert code == 0 and (tmp_path / "ev" / "metrics.json").is_file()
-    # the synthetic task has no prompts: a clear error, not a traceback
-    code, _, err = _run(["sample", str(run), "--prompt", "x"], capsys)
-    assert code == 2 and "does not generate from prompts" in err
-    code, _, err = _run(["sample", str(run)], capsys)
-    assert code == 2 and "no prompts" in err
+    assert code == 0 and json.loads(out) == json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    # the synthetic task takes class labels, neither prompts nor files: one-line errors, not tracebacks
+    errors = {}
+    for name, argv in {"prompt": ["--prompt", "x"], "input": ["--input", cfg], "nothing": []}.items():
+        code, _, errors[name] = _run(["sample", str(run), *argv], capsys)
+        assert code == 2 and len(errors[name].strip().splitlines()) == 1, errors[name]
+    assert f"task {TASK_NAME!r} does not take input files" in errors["input"]
+    assert "nothing to sample" in errors["nothing"]
+
+
+def test_sample_with_prompts_names_a_task_that_does_not_take_prompts(synthetic_run, capsys):
+    code, _, err = _run(["sample", str(synthetic_run), "--prompt", "x"], capsys)
+    assert code == 2 and f"task {TASK_NAME!r} does not take prompts" in err
+    assert "takes input files" not in err  # it does not take them either
+    code, _, err = _run(["sample", str(synthetic_run), "--input", "x.png"], capsys)
+    assert code == 2 and "give prompts instead" not in err

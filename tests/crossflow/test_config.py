@@ -20,6 +20,7 @@ from crossflow.config import (
     save_yaml,
     to_dict,
 )
+from helpers.paths import REPO_ROOT
 
 
 @dataclass
@@ -235,3 +236,149 @@ def test_describe_lists_leaves_with_help():
     assert rows["train.tags"][1] == "[]"
     assert rows["train.ema"] == ("EmaCfg | None", "None", "") and "train.ema.decay" in rows
     assert "model.net" not in rows and "train" not in rows
+
+
+# ---------------------------------------------------------------- tagged unions
+@dataclass
+class TokensEnc:
+    arch: Literal["tokens"] = field(default="tokens", metadata={"help": "a token encoder"})
+    width: int = field(default=8, metadata={"help": "token width"})
+    depth: int = 2
+
+
+@dataclass
+class ImageEnc:
+    arch: Literal["image"] = field(default="image", metadata={"help": "an image encoder"})
+    widths: list[int] = field(default_factory=lambda: [4, 8])
+
+
+@dataclass
+class NoiseEnc:
+    arch: Literal["noise"] = "noise"
+
+
+@dataclass
+class UnionRoot:
+    encoder: TokensEnc | ImageEnc | NoiseEnc = field(default_factory=ImageEnc, metadata={"help": "the encoder"})
+    spare: Optional[TokensEnc | NoiseEnc] = None
+    steps: int = 1
+
+
+def test_tagged_union_dispatches_on_the_tag():
+    cfg = from_dict(UnionRoot, {"encoder": {"arch": "tokens", "width": 16}})
+    assert cfg.encoder == TokensEnc(width=16)
+    assert from_dict(UnionRoot, {"encoder": {"arch": "noise"}}).encoder == NoiseEnc()
+    assert from_dict(UnionRoot, {"encoder": {"arch": "image", "widths": [1]}}).encoder == ImageEnc(widths=[1])
+    assert from_dict(UnionRoot, {"spare": {"arch": "noise"}}).spare == NoiseEnc()
+    assert from_dict(UnionRoot, {"spare": None}).spare is None
+
+
+def test_tagged_union_without_tag_is_the_default_class():
+    assert from_dict(UnionRoot, {"encoder": {"widths": [2, 3]}}).encoder == ImageEnc(widths=[2, 3])
+    assert from_dict(UnionRoot, {}).encoder == ImageEnc()
+    with pytest.raises(ConfigError, match=r"^encoder\.width: unknown key 'width' \(did you mean 'widths'\?\); "
+                                          r"valid keys for arch='image': arch, widths$"):
+        from_dict(UnionRoot, {"encoder": {"width": 3}})
+    # a union whose default is None has no default class: the tag is required
+    with pytest.raises(ConfigError, match=r"^spare\.arch: missing; valid: 'tokens', 'noise'$"):
+        from_dict(UnionRoot, {"spare": {"width": 3}})
+
+
+def test_tagged_union_unknown_tag_lists_the_choices():
+    with pytest.raises(ConfigError, match=r"^encoder\.arch: unknown 'foo'; valid: 'tokens', 'image', 'noise'$"):
+        from_dict(UnionRoot, {"encoder": {"arch": "foo"}})
+    with pytest.raises(ConfigError, match=r"^encoder\.arch: unknown 3; valid"):
+        from_dict(UnionRoot, {"encoder": {"arch": 3}})
+    with pytest.raises(ConfigError, match=r"^encoder: expected a mapping \(TokensEnc \| ImageEnc \| NoiseEnc\)"):
+        from_dict(UnionRoot, {"encoder": "tokens"})
+
+
+def test_tagged_union_rejects_keys_of_another_member_and_wrong_types():
+    with pytest.raises(ConfigError, match=r"^encoder\.depth: unknown key 'depth'; valid keys for arch='noise': "
+                                          r"arch$"):
+        from_dict(UnionRoot, {"encoder": {"arch": "noise", "depth": 3}})
+    with pytest.raises(ConfigError, match=r"^encoder\.width: expected int, got str 'wide'"):
+        from_dict(UnionRoot, {"encoder": {"arch": "tokens", "width": "wide"}})
+    # switching the tag by an override leaves the old member's keys behind: named, not silently dropped
+    data = {"encoder": {"arch": "tokens", "width": 16}}
+    with pytest.raises(ConfigError, match=r"^encoder\.width: unknown key 'width'.*for arch='image'"):
+        load_config(UnionRoot, base=data, overrides=["encoder.arch=image"])
+    assert load_config(UnionRoot, base=data, overrides=["encoder={arch: image}"]).encoder == ImageEnc()
+
+
+def test_tagged_union_round_trips_through_to_dict_and_yaml(tmp_path):
+    cfg = UnionRoot(encoder=TokensEnc(width=3), spare=NoiseEnc(), steps=4)
+    data = to_dict(cfg)
+    assert data == {"encoder": {"arch": "tokens", "width": 3, "depth": 2}, "spare": {"arch": "noise"}, "steps": 4}
+    assert from_dict(UnionRoot, data) == cfg
+    save_yaml(cfg, tmp_path / "u.yaml")
+    assert load_config(UnionRoot, tmp_path / "u.yaml") == cfg
+    assert replace_path(cfg, "encoder", ImageEnc(widths=[9])).encoder == ImageEnc(widths=[9])
+    assert replace_path(cfg, "encoder.depth", 5).encoder == TokensEnc(width=3, depth=5)
+
+
+def test_describe_lists_the_tag_and_every_members_fields():
+    rows = {key: (tp, default, help_) for key, tp, default, help_ in describe(UnionRoot)}
+    assert rows["encoder.arch"] == ("Literal['tokens', 'image', 'noise']", "'image'",
+                                    "the encoder; tokens: a token encoder; image: an image encoder; noise")
+    assert rows["encoder.width [arch=tokens]"] == ("int", "8", "token width")
+    assert rows["encoder.depth [arch=tokens]"][:2] == ("int", "2")
+    assert rows["encoder.widths [arch=image]"][:2] == ("list[int]", "[4, 8]")
+    assert rows["spare.arch"][:2] == ("Literal['tokens', 'noise'] | None", "None")
+    assert "spare.width [arch=tokens]" in rows and rows["steps"][:2] == ("int", "1")
+    assert not any(key.startswith("encoder.arch [") or key == "encoder" for key in rows)  # one tag row, no section
+
+
+def test_experiment_schema_members_and_errors():
+    from crossflow.schema import (CrossFlowModelConfig, DiMRConfig, DiTConfig, ExperimentConfig, ImageVEConfig,
+                                  NoiseSourceConfig, ReductionVEConfig, TokenVEConfig, XAttnBaselineConfig)
+
+    cfg = from_dict(ExperimentConfig, {})
+    assert cfg.model == CrossFlowModelConfig()
+    assert isinstance(cfg.model.source_encoder, TokenVEConfig) and isinstance(cfg.model.velocity_net, DiTConfig)
+    model = from_dict(ExperimentConfig, {"model": {"source_encoder": {"arch": "reduction"},
+                                                   "velocity_net": {"arch": "dimr"}}}).model
+    assert model.source_encoder == ReductionVEConfig() and model.velocity_net == DiMRConfig()
+    assert from_dict(ExperimentConfig, {"model": {"source_encoder": {"arch": "noise"}}}).model.source_encoder == \
+        NoiseSourceConfig()
+    base = from_dict(ExperimentConfig, {"model": {"kind": "xattn_baseline", "null_tokens": 2}}).model
+    assert base == XAttnBaselineConfig(null_tokens=2)
+    with pytest.raises(ConfigError, match=r"^model\.source_encoder\.arch: unknown 'foo'; valid: 'tokens', "
+                                          r"'reduction', 'image', 'noise'$"):
+        from_dict(ExperimentConfig, {"model": {"source_encoder": {"arch": "foo"}}})
+    with pytest.raises(ConfigError, match=r"^model\.source_encoder: expected a mapping"):
+        from_dict(ExperimentConfig, {"model": {"source_encoder": "image"}})
+    with pytest.raises(ConfigError, match=r"^model\.source_encoder\.image_widths: unknown key 'image_widths' "
+                                          r"\(did you mean 'widths'\?\)"):
+        from_dict(ExperimentConfig, {"model": {"source_encoder": {"arch": "image", "image_widths": [8]}}})
+    with pytest.raises(ConfigError, match=r"^model\.source_encoder: unknown key 'source_encoder'.*"
+                                          r"for kind='xattn_baseline'"):
+        from_dict(ExperimentConfig, {"model": {"kind": "xattn_baseline", "source_encoder": {}}})
+    with pytest.raises(ConfigError, match=r"^model\.velocity_net\.arch: invalid value 'dimr'; expected one of 'dit'"):
+        from_dict(ExperimentConfig, {"model": {"kind": "xattn_baseline", "velocity_net": {"arch": "dimr"}}})
+    with pytest.raises(ConfigError, match=r"^model\.velocity_net\.stages\[1\]: kernel_size must be odd"):
+        from_dict(ExperimentConfig, {"model": {"velocity_net": {"arch": "dimr", "stages": [{}, {"kernel_size": 4}]}}})
+    for ve in (TokenVEConfig(tile=4), ReductionVEConfig(head="adaptor"), ImageVEConfig(blocks=2), NoiseSourceConfig()):
+        saved = to_dict(CrossFlowModelConfig(source_encoder=ve))
+        assert saved["source_encoder"]["arch"] == ve.arch
+        assert from_dict(ExperimentConfig, {"model": saved}).model.source_encoder == ve
+    rows = {r[0] for r in describe(ExperimentConfig)}
+    assert {"model.kind", "model.source_encoder.arch [kind=crossflow]",
+            "model.source_encoder.widths [kind=crossflow, arch=image]",
+            "model.velocity_net.stages [kind=crossflow, arch=dimr]",
+            "model.velocity_net.depth [kind=xattn_baseline]", "model.null_tokens [kind=xattn_baseline]"} <= rows
+
+
+def test_switching_arch_by_override_names_the_keys_left_behind():
+
+    from crossflow.schema import DiMRConfig, ExperimentConfig, ImageVEConfig
+
+    toy = REPO_ROOT / "configs" / "t2i" / "toy.yaml"  # a token VE with width, depth, ...
+    with pytest.raises(ConfigError, match=r"^model\.source_encoder\.width: unknown key 'width' \(did you mean "
+                                          r"'widths'\?\); valid keys for arch='image': arch, widths, blocks"):
+        load_config(ExperimentConfig, toy, ["model.source_encoder.arch=image"])
+    with pytest.raises(ConfigError, match=r"^model\.velocity_net\.patch_size: unknown key.*for arch='dimr'"):
+        load_config(ExperimentConfig, toy, ["model.velocity_net.arch=dimr"])
+    cfg = load_config(ExperimentConfig, toy, ["model.source_encoder={arch: image, blocks: 2}",
+                                              "model.velocity_net={arch: dimr}"])
+    assert cfg.model.source_encoder == ImageVEConfig(blocks=2) and cfg.model.velocity_net == DiMRConfig()

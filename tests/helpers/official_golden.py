@@ -7,7 +7,7 @@ the official code are stored, in ``tests/data/official/golden_<case>.safetensors
 Regenerate (needs a checkout of qihao067/CrossFlow outside this repository; missing official
 dependencies are stubbed as in ``tools/compare_official.py``):
 
-    python tests/official_golden.py --official-repo /path/to/CrossFlow
+    python tests/helpers/official_golden.py --official-repo /path/to/CrossFlow
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-DATA = Path(__file__).parent / "data" / "official"
+DATA = Path(__file__).resolve().parents[1] / "data" / "official"
 SAMPLE = 1024  # stored elements per output tensor (evenly strided)
 
 

@@ -1,13 +1,15 @@
-"""Tiny random-init CLIP text / T5 / AutoencoderKL checkpoints and image folders, all built offline."""
+"""Tiny random-init CLIP / T5 / AutoencoderKL checkpoints, built offline, saved like hub checkouts.
+
+The one tiny CLIP of the tests is :func:`make_tiny_clip`: its BPE spells every word of :data:`WORDS` as one
+token and every other lowercase letter as one token, so prompts of single letters have one token per letter.
+"""
 
 from __future__ import annotations
 
-import json
+import string
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 WORDS = "a photo of the cat dog red blue green sat on mat big small car tree".split()
 
@@ -15,7 +17,7 @@ WORDS = "a photo of the cat dog red blue green sat on mat big small car tree".sp
 def _clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A byte-level BPE vocabulary that spells every word of WORDS as one token (CLIP style, ``</w>`` ends)."""
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    chars = sorted(set("".join(WORDS)))
+    chars = sorted(set("".join(WORDS)) | set(string.ascii_lowercase))
     for t in chars + [c + "</w>" for c in chars]:
         vocab.setdefault(t, len(vocab))
     merges: list[tuple[str, str]] = []
@@ -28,8 +30,10 @@ def _clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return vocab, list(dict.fromkeys(merges))
 
 
-def make_tiny_clip(path: Path, *, full_clip: bool = False, max_positions: int = 77, seed: int = 0) -> Path:
-    """Save a tiny CLIP text model + tokenizer; ``full_clip`` saves a whole ``CLIPModel`` (text + vision)."""
+def make_tiny_clip(path: Path, *, full_clip: bool = False, max_positions: int = 77, image_size: int = 32,
+                   seed: int = 0) -> Path:
+    """Save a tiny CLIP text model + tokenizer; ``full_clip`` saves a whole ``CLIPModel`` (text + a vision tower
+    on ``image_size`` px images, as the CLIP score needs)."""
     import transformers
 
     vocab, merges = _clip_vocab()
@@ -39,9 +43,9 @@ def make_tiny_clip(path: Path, *, full_clip: bool = False, max_positions: int = 
                 pad_token_id=1)
     torch.manual_seed(seed)
     if full_clip:
-        cfg = transformers.CLIPConfig(text_config=text, vision_config=dict(hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=16),
-                                      projection_dim=16)
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                      image_size=image_size, patch_size=16)
+        cfg = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
         model = transformers.CLIPModel(cfg)
     else:
         model = transformers.CLIPTextModel(transformers.CLIPTextConfig(**text))
@@ -78,27 +82,3 @@ def make_tiny_vae(path: Path, *, seed: int = 0, subfolder: str = "") -> Path:
                         latent_channels=4, sample_size=32)
     vae.save_pretrained(Path(path) / subfolder if subfolder else path)
     return Path(path)
-
-
-def make_image_folder(root: Path, n: int = 10, *, seed: int = 0) -> tuple[Path, Path, list[dict]]:
-    """``n`` small JPEG/PNG images of varied sizes + ``pairs.jsonl``; record 3 is corrupt, record 6 missing.
-
-    Returns:
-        ``(jsonl path, image root, records)``; every record has ``img_path`` and ``prompt``.
-    """
-    rng = np.random.default_rng(seed)
-    images = root / "imgs"
-    images.mkdir(parents=True, exist_ok=True)
-    records = []
-    for i in range(n):
-        name = f"img_{i:03d}.{'png' if i % 2 else 'jpg'}"
-        prompt = " ".join(rng.choice(WORDS[3:], size=int(rng.integers(2, 6))))
-        records.append({"img_path": name, "prompt": f"a photo of {prompt}"})
-        if i == 3:
-            (images / name).write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
-        elif i != 6:
-            h, w = int(rng.integers(36, 80)), int(rng.integers(36, 80))
-            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / name)
-    jsonl = root / "pairs.jsonl"
-    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return jsonl, images, records

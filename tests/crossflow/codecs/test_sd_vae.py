@@ -10,12 +10,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 from crossflow.codecs import OFFICIAL_SCALE_FACTOR, SDVAECodec, sample_latent  # noqa: E402
-from t2i_fixtures import make_tiny_vae  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_vae(tmp_path_factory) -> Path:
-    return make_tiny_vae(tmp_path_factory.mktemp("vae"))
+from helpers.tiny_models import make_tiny_vae  # noqa: E402
 
 
 def _images(n: int = 3, size: int = 32) -> torch.Tensor:

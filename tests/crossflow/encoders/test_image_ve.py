@@ -1,4 +1,5 @@
-"""Image VE, noise source, concatenation conditioning and the source-reconstruction term in the core."""
+"""Image VE, noise source, source-encoder builder, concatenation conditioning and the source-reconstruction
+term in the core."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from crossflow.build import build_model
 from crossflow.config import ConfigError
-from crossflow.encoders import ImageVE, NoiseSource
+from crossflow.encoders import ImageVE, NoiseSource, ReductionTextVE, TokenSequenceVE
 from crossflow.encoders.build import build_source_encoder
-from crossflow.model import build_crossflow
+from crossflow.models.build import build_velocity_net
 from crossflow.models.conditioning import BoundCondition
 from crossflow.models.dit import DiT
-from crossflow.schema import FlowConfig, ModelConfig, SourceEncoderConfig
+from crossflow.schema import (CrossFlowModelConfig, DiTConfig, FlowConfig, ImageVEConfig, NoiseSourceConfig,
+                              ReductionVEConfig, SampleConfig, TokenVEConfig)
+from crossflow.specs import ImageSpec, TokenSpec
 
 
 @pytest.mark.parametrize("source, latent", [
@@ -56,17 +60,52 @@ def test_noise_source_is_standard_normal_with_zero_kl():
     assert torch.equal(post.kl(), torch.zeros(5))
 
 
-def test_build_source_encoder_dispatches_and_names_bad_settings():
-    shape = (1, 8, 8)
-    assert isinstance(build_source_encoder(SourceEncoderConfig(arch="image", image_widths=[8]), latent_shape=shape,
-                                           source_dim=3, max_tokens=0, source_shape=(3, 8, 8)), ImageVE)
-    assert isinstance(build_source_encoder(SourceEncoderConfig(arch="noise"), latent_shape=shape, source_dim=3,
-                                           max_tokens=0), NoiseSource)
-    with pytest.raises(ConfigError, match="model.source_encoder.arch: 'image' needs"):
-        build_source_encoder(SourceEncoderConfig(arch="image"), latent_shape=shape, source_dim=16, max_tokens=4)
-    with pytest.raises(ConfigError, match="model.source_encoder: input_skip"):
-        build_source_encoder(SourceEncoderConfig(arch="image", input_skip=True), latent_shape=shape, source_dim=3,
-                             max_tokens=0, source_shape=(3, 8, 8))
+IMAGE, TOKENS, TARGET = ImageSpec(3, 8, 8), TokenSpec(max_tokens=5, dim=16), ImageSpec(1, 8, 8)
+
+
+def test_build_source_encoder_dispatches_on_the_config_class():
+    ve = build_source_encoder(ImageVEConfig(widths=[8], blocks=2), source=IMAGE, target=TARGET)
+    assert isinstance(ve, ImageVE) and ve(torch.randn(2, 3, 8, 8)).mean.shape == (2, 1, 8, 8)
+    assert isinstance(build_source_encoder(NoiseSourceConfig(), source=IMAGE, target=TARGET), NoiseSource)
+    assert isinstance(build_source_encoder(NoiseSourceConfig(), source=TOKENS, target=TARGET), NoiseSource)
+    ve = build_source_encoder(TokenVEConfig(width=8, depth=1, num_heads=2, num_queries=2), source=TOKENS, target=TARGET)
+    assert isinstance(ve, TokenSequenceVE) and ve.pos_embed.shape == (1, 5, 8) and ve.input_proj.in_features == 16
+    ve = build_source_encoder(ReductionVEConfig(width=16, depth=1, num_heads=2, reduction_layers=1, ffn_dim=8),
+                              source=TOKENS, target=TARGET)
+    assert isinstance(ve, ReductionTextVE) and ve(torch.randn(2, 5, 16)).mean.shape == (2, 1, 8, 8)
+    # the token VE's head options reach the module
+    tiled = build_source_encoder(TokenVEConfig(width=8, depth=1, num_heads=2, tile=4), source=TOKENS, target=TARGET)
+    assert tiled.tile == 4 and tiled.head.out_features == 2 * 1 * 4 * 4
+    conv = build_source_encoder(TokenVEConfig(width=8, depth=1, num_heads=2, conv_head_channels=4), source=TOKENS,
+                                target=TARGET)
+    assert conv.conv_head and conv(torch.randn(2, 5, 16)).mean.shape == (2, 1, 8, 8)
+
+
+@pytest.mark.parametrize("cfg, source, pattern", [
+    (ImageVEConfig(), TOKENS, r"model\.source_encoder\.arch: 'image' needs a source that is image-shaped.*tokens "
+                              r"\(5, 16\) \(use 'tokens', 'reduction' or 'noise'\)"),
+    (TokenVEConfig(), IMAGE, r"model\.source_encoder\.arch: 'tokens' needs a source that is a token sequence.*"
+                             r"an image \(3, 8, 8\) \(use 'image' or 'noise'\)"),
+    (ReductionVEConfig(), IMAGE, r"model\.source_encoder\.arch: 'reduction' needs a source that is a token sequence"),
+    (ImageVEConfig(input_skip=True), IMAGE, r"model\.source_encoder: input_skip needs source channels"),
+    (TokenVEConfig(tile=4, conv_head_channels=8), TOKENS, r"model\.source_encoder: tile and conv_head_channels are "
+                                                          r"exclusive"),
+])
+def test_build_source_encoder_names_settings_that_do_not_fit(cfg, source, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        build_source_encoder(cfg, source=source, target=TARGET)
+
+
+def test_concat_source_needs_an_image_source_of_the_target_size():
+    cfg = DiTConfig(patch_size=2, hidden_size=16, depth=1, num_heads=2, concat_source=True)
+    net = build_velocity_net(cfg, TARGET, source=IMAGE)
+    assert net.cond_channels == 3 and net.x_embedder.in_channels == 1 + 3
+    assert build_velocity_net(DiTConfig(patch_size=2, hidden_size=16, depth=1, num_heads=2), TARGET,
+                              source=IMAGE).cond_channels == 0
+    for source in (TOKENS, ImageSpec(3, 4, 4), None):
+        with pytest.raises(ConfigError, match=r"model\.velocity_net\.concat_source: needs an image-shaped source "
+                                              r"with the target's height and width \(8, 8\)"):
+            build_velocity_net(cfg, TARGET, source=source)
 
 
 def test_dit_concatenation_conditioning():
@@ -91,12 +130,10 @@ def test_dit_concatenation_conditioning():
 
 
 def _image_model(**flow):
-    model_cfg = ModelConfig()
-    model_cfg.source_encoder = SourceEncoderConfig(arch="image", image_widths=[8, 16])
-    model_cfg.velocity_net.hidden_size, model_cfg.velocity_net.depth, model_cfg.velocity_net.num_heads = 32, 1, 2
+    model_cfg = CrossFlowModelConfig(source_encoder=ImageVEConfig(widths=[8, 16]),
+                                     velocity_net=DiTConfig(hidden_size=32, depth=1, num_heads=2))
     model_cfg.contrastive.enabled = False
-    return build_crossflow(model_cfg, FlowConfig(**flow), source_dim=3, max_tokens=0, latent_shape=(1, 8, 8),
-                           source_shape=(3, 8, 8))
+    return build_model(model_cfg, FlowConfig(**flow), source=IMAGE, target=TARGET)
 
 
 def test_source_reconstruction_term_is_the_mse_of_the_ve_mean():
@@ -104,33 +141,43 @@ def test_source_reconstruction_term_is_the_mse_of_the_ve_mean():
     model = _image_model(source_recon_weight=0.5, null_probability=0.0)
     batch = {"source": torch.randn(4, 3, 8, 8), "target": torch.randn(4, 1, 8, 8)}
     out = model.loss(batch)
+    logs = out.logs
     expected_recon = (model.encode_source(batch["source"]).mean - batch["target"]).pow(2).mean()
-    torch.testing.assert_close(out.recon, expected_recon.detach())
-    torch.testing.assert_close(out.loss, out.fm + model.flow.kl_weight * out.kl + 0.5 * out.recon)
-    assert "loss_recon" in out.scalars()
-    assert "loss_recon" not in _image_model().loss(batch).scalars()  # weight 0: no term, no log key
+    torch.testing.assert_close(logs["loss_recon"], expected_recon.detach())
+    torch.testing.assert_close(out.loss, logs["loss_fm"] + model.flow.kl_weight * logs["loss_kl"]
+                               + 0.5 * logs["loss_recon"])
+    assert "loss_recon" not in _image_model().loss(batch).logs  # weight 0: no term, no log key
 
 
 def test_crossflow_with_image_source_generates_the_target_shape():
     model = _image_model().eval()
-    out = model.generate(torch.randn(3, 3, 8, 8), steps=2, guidance=1.0)
+    out = model.generate(torch.randn(3, 3, 8, 8), options=SampleConfig(steps=2, guidance=1.0))
     assert out.shape == (3, 1, 8, 8)
 
 
-def test_noise_source_with_conditioning_trains_and_generates():
-    model_cfg = ModelConfig()
-    model_cfg.source_encoder = SourceEncoderConfig(arch="noise")
-    model_cfg.velocity_net.hidden_size, model_cfg.velocity_net.depth, model_cfg.velocity_net.num_heads = 32, 1, 2
-    model_cfg.velocity_net.cond_channels = 3
+def test_noise_source_with_the_source_concatenated_trains_and_generates():
+    model_cfg = CrossFlowModelConfig(source_encoder=NoiseSourceConfig(),
+                                     velocity_net=DiTConfig(hidden_size=32, depth=1, num_heads=2, concat_source=True))
+    target = ImageSpec(3, 8, 8)
     with pytest.raises(ConfigError, match="model.contrastive.enabled"):
-        build_crossflow(model_cfg, FlowConfig(), source_dim=3, max_tokens=0, latent_shape=(3, 8, 8))
+        build_model(model_cfg, FlowConfig(), source=IMAGE, target=target)
     model_cfg.contrastive.enabled = False
-    model = build_crossflow(model_cfg, FlowConfig(), source_dim=3, max_tokens=0, latent_shape=(3, 8, 8))
-    cond = torch.randn(4, 3, 8, 8)
-    out = model.loss({"source": cond, "cond": cond, "target": torch.randn(4, 3, 8, 8)})
-    assert float(out.kl) == 0.0
+    torch.manual_seed(0)
+    model = build_model(model_cfg, FlowConfig(), source=IMAGE, target=target)
+    assert model.concat_source and model.velocity_net.cond_channels == 3
+    source, z1 = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    out = model.loss({"source": source, "target": z1})
+    assert float(out.logs["loss_kl"]) == 0.0
     out.loss.backward()
     assert model.velocity_net.final_layer.linear.weight.grad.abs().sum() > 0
-    gen = torch.Generator().manual_seed(0)
-    sample = model.eval().generate(cond, cond=cond, steps=2, guidance=2.0, z0="sample", generator=gen)
+    with torch.no_grad():  # leave the zero init: the source now reaches the velocity through the input channels
+        for p in model.velocity_net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        losses = [model.loss({"source": s, "target": z1}, generator=torch.Generator().manual_seed(1)).loss
+                  for s in (source, source, source + 1.0)]
+    assert losses[0] == losses[1] and losses[0] != losses[2]  # z0 is noise: only the concatenation sees the source
+    with pytest.raises(ConfigError, match="model.velocity_net.concat_source"):
+        build_model(model_cfg, FlowConfig(), source=TOKENS, target=target)
+    sample = model.eval().generate(source, options=SampleConfig(steps=2, guidance=2.0, z0="sample"),
+                                   noise=torch.randn(4, 3, 8, 8))
     assert sample.shape == (4, 3, 8, 8)

@@ -15,19 +15,9 @@ transformers = pytest.importorskip("transformers")
 
 from crossflow.language.hf import TextEmbedder  # noqa: E402
 from crossflow.language.loading import resolve_kind  # noqa: E402
-from t2i_fixtures import make_tiny_clip, make_tiny_t5  # noqa: E402
+from helpers.subprocess_env import child_env  # noqa: E402
 
 PROMPTS = ["a photo of the cat", "a big red dog sat on the mat", "tree"]
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> Path:
-    return make_tiny_clip(tmp_path_factory.mktemp("clip"))
-
-
-@pytest.fixture(scope="module")
-def tiny_t5(tmp_path_factory) -> Path:
-    return make_tiny_t5(tmp_path_factory.mktemp("t5"))
 
 
 def test_resolve_kind() -> None:
@@ -40,15 +30,15 @@ def test_resolve_kind() -> None:
         resolve_kind("llama", "bert")
 
 
-def test_clip_matches_official_pipeline(tiny_clip: Path) -> None:
-    emb = TextEmbedder(str(tiny_clip), max_length=77, local_files_only=True)
+def test_clip_matches_official_pipeline(tiny_clip_text: Path) -> None:
+    emb = TextEmbedder(str(tiny_clip_text), max_length=77, local_files_only=True)
     assert emb.kind == "clip" and type(emb.model).__name__ == "CLIPTextModel" and not emb.model_attention_mask
     h, mask = emb(PROMPTS)
     assert h.shape == (3, 77, 32) and mask.shape == (3, 77)
     # The official FrozenCLIPEmbedder: max_length padding, input ids only (no attention mask), last_hidden_state.
-    tok = transformers.CLIPTokenizer.from_pretrained(tiny_clip)
+    tok = transformers.CLIPTokenizer.from_pretrained(tiny_clip_text)
     batch = tok(PROMPTS, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
-    ref_model = transformers.CLIPTextModel.from_pretrained(tiny_clip).eval()
+    ref_model = transformers.CLIPTextModel.from_pretrained(tiny_clip_text).eval()
     with torch.no_grad():
         ref = ref_model(input_ids=batch["input_ids"]).last_hidden_state
     torch.testing.assert_close(h, ref, rtol=0, atol=0)
@@ -56,26 +46,25 @@ def test_clip_matches_official_pipeline(tiny_clip: Path) -> None:
     assert mask.sum(1).tolist()[:2] == [7, 10]  # BOS + one token per word + EOS; padding (EOS ids) masked
     assert (batch["input_ids"][0, 7:] == 1).all()  # CLIP pads with the EOS id
     # Causal attention: passing the mask changes only the padded positions' states.
-    masked = TextEmbedder(str(tiny_clip), max_length=77, local_files_only=True, model_attention_mask=True)
+    masked = TextEmbedder(str(tiny_clip_text), max_length=77, local_files_only=True, model_attention_mask=True)
     h2, _ = masked(PROMPTS)
     torch.testing.assert_close(h2[mask], h[mask], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(h2[~mask], h[~mask], atol=1e-3)
     assert masked.identifier != emb.identifier
 
 
-def test_clip_whole_checkpoint_loads_text_tower(tmp_path: Path) -> None:
-    path = make_tiny_clip(tmp_path, full_clip=True)
-    emb = TextEmbedder(str(path), max_length=16, local_files_only=True)
+def test_clip_whole_checkpoint_loads_text_tower(tiny_clip: Path) -> None:  # a whole CLIPModel (text + vision)
+    emb = TextEmbedder(str(tiny_clip), max_length=16, local_files_only=True)
     assert type(emb.model).__name__ == "CLIPTextModel" and emb.dim == 32
-    full = transformers.CLIPModel.from_pretrained(path).eval()
+    full = transformers.CLIPModel.from_pretrained(tiny_clip).eval()
     ids = emb.tokenizer(PROMPTS, padding="max_length", max_length=16, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         ref = full.text_model(input_ids=ids).last_hidden_state
     torch.testing.assert_close(emb(PROMPTS)[0], ref, rtol=0, atol=0)
 
 
-def test_clip_truncation_and_batching(tiny_clip: Path) -> None:
-    emb = TextEmbedder(str(tiny_clip), max_length=6, local_files_only=True)
+def test_clip_truncation_and_batching(tiny_clip_text: Path) -> None:
+    emb = TextEmbedder(str(tiny_clip_text), max_length=6, local_files_only=True)
     states, mask, ids, truncated = emb.embed_batch(PROMPTS)
     assert truncated == [0, 1] and mask[:2].all() and ids.shape == (3, 6) and ids[0, -1] == 1  # EOS kept
     with pytest.warns(UserWarning, match="2 of 3 prompts"):
@@ -120,9 +109,7 @@ def test_t5_half_precision_load(tiny_t5: Path) -> None:
     # A subprocess: on VMs that advertise AMX but fault on it, oneDNN must be capped before its first use
     # (the embedder's guard does that in a fresh process, as in `crossflow extract`; this test process has
     # long since run other matmuls). The cap is preset to skip the guard's slow crash probe.
-    path = os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
-    env = os.environ | {"PYTHONPATH": path,
-                        "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")}
+    env = child_env(ONEDNN_MAX_CPU_ISA=os.environ.get("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16"))
     run = subprocess.run([sys.executable, "-c", _HALF_SCRIPT, str(tiny_t5), json.dumps(PROMPTS)], env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -14,8 +14,9 @@ from PIL import Image
 from crossflow.metrics.fid import (ActivationStatistics, batch_statistics, folder_statistics, frechet_distance,
                                    load_statistics, save_statistics, uint8_to_input)
 from crossflow.metrics.fid_inception import FIDInceptionV3, load_fid_inception, pool3x3
+from helpers.paths import DATA_DIR, REPO_ROOT
 
-KEYS_FILE = Path(__file__).parent / "data" / "fid_inception_v3_keys.txt"
+KEYS_FILE = DATA_DIR / "fid_inception_v3_keys.txt"
 
 
 def _random_stats(rng: np.random.Generator, dim: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +155,7 @@ def test_official_preprocessing_resizes_only_512_images():
     assert uint8_to_input(np.zeros((1, 512, 512, 3), np.uint8), resize_512=False)[0].shape == (3, 512, 512)
 
 
-def test_folder_statistics_and_reference_tool(weights, tmp_path):
+def test_folder_statistics_and_reference_tool(weights, tmp_path, monkeypatch):
     rng = np.random.default_rng(5)
     images = rng.integers(0, 256, size=(3, 40, 40, 3), dtype=np.uint8)
     folder = tmp_path / "imgs"
@@ -168,8 +169,7 @@ def test_folder_statistics_and_reference_tool(weights, tmp_path):
     assert from_folder.count == 3
     np.testing.assert_allclose(from_folder.mu, from_batches.mu, rtol=1e-5, atol=1e-7)
 
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tools"))
     from fid_reference_stats import main as tool
 
     out = tool([str(folder), "--weights", str(weights), "--out", str(tmp_path / "ref.npz"), "--num-workers", "0",
@@ -180,10 +180,9 @@ def test_folder_statistics_and_reference_tool(weights, tmp_path):
 
 
 @pytest.mark.slow
-def test_reference_tool_scores_a_folder_against_its_own_statistics(weights, tmp_path):
+def test_reference_tool_scores_a_folder_against_its_own_statistics(weights, tmp_path, monkeypatch):
     """Two 2048-d matrix square roots (singular: 3 images) take ~45 s on one CPU thread."""
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tools"))
     from fid_reference_stats import main as tool
 
     folder = tmp_path / "imgs"

@@ -16,7 +16,8 @@ from crossflow.models.dimr import DiMR, PixelShuffleUpsample
 from crossflow.models.dit import DiT
 from crossflow.nn.norms import StdLayerNorm
 from crossflow.nn.td_norms import TDLayerNorm, TDRMSNorm, TimeDependentParameter, log_snr_from_time, time_condition
-from crossflow.schema import DiMRStageConfig, FlowConfig, ModelConfig
+from crossflow.schema import CrossFlowModelConfig, DiMRStageConfig, FlowConfig, SampleConfig
+from crossflow.specs import ImageSpec, TokenSpec
 
 
 def randomize(module: torch.nn.Module, seed: int = 0) -> None:
@@ -225,28 +226,35 @@ def test_dimr_config_errors_name_the_stage():
     from crossflow.config import ConfigError
     from crossflow.models.build import build_velocity_net
 
-    cfg = from_dict(ModelConfig, {"velocity_net": {"arch": "dimr", "dimr": {"stages": [
-        {"dim": 8, "hidden_dim": 8, "num_heads": 2, "num_blocks": 1, "patch_size": 3}]}}})
-    with pytest.raises(ConfigError, match=r"model.velocity_net.dimr: stages\[0\]: latent 16x16"):
-        build_velocity_net(cfg.velocity_net, (3, 16, 16))
-    cfg.velocity_net.dimr.stages = [DiMRStageConfig(dim=8, hidden_dim=8, num_heads=2, num_blocks=1, patch_size=4)] * 4
-    with pytest.raises(ConfigError, match="loss_weights"):
-        build_velocity_net(cfg.velocity_net, (3, 16, 16))
-    with pytest.raises(ConfigError, match=r"velocity_net.dimr.stages\[1\]: kernel_size must be odd"):
-        from_dict(ModelConfig, {"velocity_net": {"arch": "dimr", "dimr": {"stages": [{}, {"kernel_size": 4}]}}})
+    cfg = from_dict(CrossFlowModelConfig, {"velocity_net": {"arch": "dimr", "stages": [
+        {"dim": 8, "hidden_dim": 8, "num_heads": 2, "num_blocks": 1, "patch_size": 3}]}}, path="model")
+    with pytest.raises(ConfigError, match=r"^model\.velocity_net\.stages\[0\]: latent 16x16"):
+        build_velocity_net(cfg.velocity_net, ImageSpec(3, 16, 16))
+    cfg.velocity_net.stages = [DiMRStageConfig(dim=8, hidden_dim=8, num_heads=2, num_blocks=1, patch_size=4)] * 4
+    with pytest.raises(ConfigError, match=r"^model\.velocity_net: no default multi-scale loss weights for 4 stages"):
+        build_velocity_net(cfg.velocity_net, ImageSpec(3, 16, 16))
+    with pytest.raises(ConfigError, match=r"^model\.velocity_net\.stages\[1\]: kernel_size must be odd"):
+        from_dict(CrossFlowModelConfig, {"velocity_net": {"arch": "dimr", "stages": [{}, {"kernel_size": 4}]}},
+                  path="model")
+    # options of the DiT are not DiMR keys (and the DiMR sizes are not DiT keys)
+    with pytest.raises(ConfigError, match=r"^model\.velocity_net\.concat_source: unknown key.*for arch='dimr'"):
+        from_dict(CrossFlowModelConfig, {"velocity_net": {"arch": "dimr", "concat_source": True}}, path="model")
+    with pytest.raises(ConfigError, match=r"^model\.velocity_net\.stages: unknown key.*for arch='dit'"):
+        from_dict(CrossFlowModelConfig, {"velocity_net": {"stages": []}}, path="model")
 
 
 def test_crossflow_uses_the_multiscale_loss_and_the_last_output_for_sampling():
-    from crossflow.model import build_crossflow
+    from crossflow.build import build_model
 
-    cfg = from_dict(ModelConfig, {"source_encoder": {"width": 16, "depth": 1, "num_heads": 2, "num_queries": 2},
-                                  "velocity_net": {"arch": "dimr", "dimr": {"stages": [
-                                      {"dim": 16, "hidden_dim": 32, "num_heads": 2, "num_blocks": 1, "patch_size": 2},
-                                      {"block": "convnext", "dim": 8, "hidden_dim": 16, "num_blocks": 1,
-                                       "patch_size": 1}]}},
-                                  "contrastive": {"enabled": False}})
-    model = build_crossflow(cfg, FlowConfig(null_probability=0.0, kl_weight=0.0), source_dim=6, max_tokens=4,
-                            latent_shape=(3, 8, 8))
+    cfg = from_dict(CrossFlowModelConfig, {
+        "source_encoder": {"width": 16, "depth": 1, "num_heads": 2, "num_queries": 2},
+        "velocity_net": {"arch": "dimr", "stages": [
+            {"dim": 16, "hidden_dim": 32, "num_heads": 2, "num_blocks": 1, "patch_size": 2},
+            {"block": "convnext", "dim": 8, "hidden_dim": 16, "num_blocks": 1, "patch_size": 1}]},
+        "contrastive": {"enabled": False}})
+    model = build_model(cfg, FlowConfig(null_probability=0.0, kl_weight=0.0), source=TokenSpec(max_tokens=4, dim=6),
+                        target=ImageSpec(3, 8, 8))
+    assert not model.concat_source
     batch = {"source": torch.randn(4, 4, 6), "target": torch.randn(4, 3, 8, 8)}
     gen = torch.Generator().manual_seed(0)
     out = model.loss(batch, generator=gen)
@@ -260,9 +268,9 @@ def test_crossflow_uses_the_multiscale_loss_and_the_last_output_for_sampling():
     v = batch["target"] - (1 - 1e-5) * z0
     preds = model.velocity_net(x_t, t, torch.zeros(4, dtype=torch.bool))
     expected = 0.25 * (preds[0] - F.avg_pool2d(v, 2) * 2).pow(2).mean() + (preds[1] - v).pow(2).mean()
-    torch.testing.assert_close(out.fm, expected.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.logs["loss_fm"], expected.detach(), rtol=1e-5, atol=1e-6)
     with torch.no_grad():
-        z1 = model.integrate(torch.zeros(1, 3, 8, 8), steps=1)
+        z1 = model.integrate(torch.zeros(1, 3, 8, 8), SampleConfig(steps=1, guidance=1.0))
         torch.testing.assert_close(z1, model.velocity_net(torch.zeros(1, 3, 8, 8), torch.zeros(1))[-1])
 
 
@@ -288,35 +296,37 @@ def test_official_time_grid_and_euler_solve():
 # ---------------------------------------------------------------- learning
 def test_dimr_learns_the_synthetic_class_to_quadrant_map(tmp_path):
     """Same trainer and task as the DiT learning test, with a two-stage DiMR (4×4 Transformer, 8×8 ConvNeXt)."""
-    from conftest import tiny_raw_config
+    from helpers.synthetic_task import tiny_raw_config
 
-    from crossflow.task import experiment_from_dict
+    from crossflow.pipeline import Pipeline
+    from crossflow.registry import experiment_from_dict
     from crossflow.train.trainer import Trainer
 
     raw = tiny_raw_config(max_steps=150, checkpoint_every=1000, lr=2e-3, warmup_steps=10)
-    raw["model"]["velocity_net"] = {"arch": "dimr", "dimr": {"stages": [
+    raw["model"]["velocity_net"] = {"arch": "dimr", "stages": [
         {"dim": 32, "hidden_dim": 64, "num_heads": 2, "num_blocks": 3, "patch_size": 2},
-        {"block": "convnext", "dim": 16, "hidden_dim": 32, "num_blocks": 1, "patch_size": 1, "kernel_size": 3}]}}
+        {"block": "convnext", "dim": 16, "hidden_dim": 32, "num_blocks": 1, "patch_size": 1, "kernel_size": 3}]}
     cfg, task_cls = experiment_from_dict(raw)
     task = task_cls(cfg)
     trainer = Trainer(cfg, task, tmp_path)
     trainer.fit()
-    metrics = task.evaluate(trainer.ema.model, tmp_path / "eval", steps=10)
+    pipe = Pipeline(trainer.ema.model, task)
+    metrics = task.evaluator().evaluate(pipe, tmp_path / "eval", options=pipe.options(steps=10))
     assert metrics["accuracy"] >= 0.9  # chance is 0.25
 
 
 def test_generate_follows_sample_time_grid():
-    from crossflow.model import build_crossflow
+    from crossflow.build import build_model
     from crossflow.schema import SampleConfig
 
-    cfg = from_dict(ModelConfig, {"source_encoder": {"width": 8, "depth": 1, "num_heads": 2, "num_queries": 1},
-                                  "velocity_net": {"hidden_size": 8, "depth": 1, "num_heads": 2},
-                                  "contrastive": {"enabled": False}})
-    model = build_crossflow(cfg, FlowConfig(), source_dim=4, max_tokens=3, latent_shape=(1, 4, 4)).eval()
+    cfg = from_dict(CrossFlowModelConfig, {"source_encoder": {"width": 8, "depth": 1, "num_heads": 2, "num_queries": 1},
+                                           "velocity_net": {"hidden_size": 8, "depth": 1, "num_heads": 2},
+                                           "contrastive": {"enabled": False}})
+    model = build_model(cfg, FlowConfig(), source=TokenSpec(max_tokens=3, dim=4), target=ImageSpec(1, 4, 4)).eval()
     seen: list[float] = []
     model.velocity_net.register_forward_pre_hook(lambda mod, args: seen.append(float(args[1][0])))
-    model.generate(torch.randn(2, 3, 4), sample=SampleConfig(steps=3, guidance=1.0, time_grid="official"))
+    model.generate(torch.randn(2, 3, 4), options=SampleConfig(steps=3, guidance=1.0, time_grid="official"))
     assert seen == pytest.approx(official_time_grid(3)[1].tolist())
     seen.clear()
-    model.generate(torch.randn(2, 3, 4), sample=SampleConfig(steps=3, guidance=1.0))
+    model.generate(torch.randn(2, 3, 4), options=SampleConfig(steps=3, guidance=1.0))
     assert seen == pytest.approx([0.0, 1 / 3, 2 / 3])

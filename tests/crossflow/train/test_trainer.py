@@ -10,9 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from crossflow.inference import load_model
+from crossflow.pipeline import Pipeline, load_model
 from crossflow.train import checkpoint as ckpt
 from crossflow.train.trainer import NonFiniteLossError, Trainer
+from helpers.subprocess_env import child_env
+from helpers.synthetic_task import tiny_raw_config
 
 
 def _train(make_cfg, run_dir, *, resume=False, **train):
@@ -87,7 +89,7 @@ def test_keeps_the_newest_complete_checkpoints_and_no_temporaries(tiny_config, t
 
 def test_nan_loss_stops_before_the_optimizer_step_and_keeps_last_checkpoint(tiny_config, tmp_path):
     cfg, task_cls = tiny_config(max_steps=30, checkpoint_every=10)
-    cfg.task.nan_at_step = 15
+    cfg.task.nan_at_step = 15  # log_every 5: the device-side marker is read at step 15
     trainer = Trainer(cfg, task_cls(cfg), tmp_path)
     with pytest.raises(NonFiniteLossError, match="step 15") as err:
         trainer.fit()
@@ -110,11 +112,15 @@ def test_export_reloads_with_identical_outputs(tiny_config, tmp_path):
     cfg, task_cls = tiny_config(max_steps=10)
     trainer = Trainer(cfg, task_cls(cfg), tmp_path)
     result = trainer.fit()
-    model, task, loaded_cfg = load_model(result.export_dir)
-    assert loaded_cfg.train.max_steps == 10
+    model, task = load_model(result.export_dir)
+    assert task.config.train.max_steps == 10
     tokens, mask = task.data.source(torch.arange(4), torch.full((4,), 5), torch.zeros(4, 6, 16))
-    expected = trainer.ema.model.generate(tokens, mask, sample=cfg.sample)
-    torch.testing.assert_close(model.generate(tokens, mask, sample=cfg.sample), expected, rtol=0, atol=0)
+    expected = trainer.ema.model.generate(tokens, mask, options=cfg.sample)
+    torch.testing.assert_close(model.generate(tokens, mask, options=cfg.sample), expected, rtol=0, atol=0)
+    # the same through the pipeline, with posterior noise: the export is the EMA model
+    labels = [0, 1, 2, 3, 3]
+    loaded = Pipeline.from_pretrained(result.export_dir, device="cpu")(labels, z0="sample", seed=5).images
+    assert torch.equal(loaded, Pipeline(trainer.ema.model, trainer.task)(labels, z0="sample", seed=5).images)
 
 
 def test_missing_weights_directory_is_a_clear_error(tmp_path):
@@ -136,21 +142,15 @@ def test_gradient_accumulation_consumes_micro_batches_per_optimizer_step(tiny_co
 
 def test_two_process_ddp_on_cpu_resumes_exactly(tmp_path):
     """torchrun with 2 CPU processes (gloo): DDP engages, and 5 + resume 5 steps equals 10 steps."""
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
     import yaml
-
-    from conftest import tiny_raw_config
 
     raw = tiny_raw_config(max_steps=10, checkpoint_every=5)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(raw))
-    tests_dir = Path(__file__).parent
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tests_dir), str(tests_dir.parent),
-                                                       os.environ.get("PYTHONPATH", "")])}
+    env = child_env()  # the children import helpers.synthetic_task, named in the config
 
     def torchrun(run_dir, *extra):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "crossflow", "train",

@@ -1,8 +1,7 @@
-"""Tests for crossflow.utils.images and crossflow.train.plots."""
+"""Tests for crossflow.utils.images: uint8 conversion, grids, PNG/GIF writing, safe loading, captions, depth colours."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from crossflow.train.plots import ema, plot_loss_curves
-from crossflow.utils.images import (caption_under, load_image, make_grid, save_gif, save_grid, save_png,
-                                    to_uint8)
+from crossflow.utils.images import (caption_under, colorize_depth, load_image, make_grid, save_gif, save_grid,
+                                    save_png, to_uint8)
 
 
 def test_to_uint8_mapping() -> None:
@@ -76,25 +74,10 @@ def test_caption_under() -> None:
     assert short.shape[2] == 3 and short.shape[0] < out.shape[0]
 
 
-def test_ema() -> None:
-    assert ema([1.0, 2.0, 3.0], 0.0) == [1.0, 2.0, 3.0]
-    assert ema([5.0, 5.0], 0.9) == pytest.approx([5.0, 5.0])
-
-
-def test_plot_loss_curves(tmp_path: Path) -> None:
-    log = tmp_path / "metrics.jsonl"
-    lines = [json.dumps({"step": i, "time": 1.7e9 + i, "loss": 1.0 / (i + 1), "loss_fm": 0.5, "loss_kl": -0.1 * i,
-                         "tag": "x"}) for i in range(20)]
-    lines.insert(3, json.dumps({"loss": 9.0}))  # no step: ignored
-    lines.append(json.dumps({"step": 20, "loss_clip": 0.3}))
-    log.write_text("\n".join(lines) + '\n{"step": 21, "lo')
-    out = plot_loss_curves(log, tmp_path / "plots" / "loss.png")
-    assert out.exists() and out.stat().st_size > 1000
-    with Image.open(out) as im:
-        assert im.format == "PNG" and im.height > im.width
-        assert im.height == 4 * 260  # loss, loss_fm, loss_kl, loss_clip: one 2.6-inch panel each, no wall clock
-    assert plot_loss_curves(log, tmp_path / "one.png", keys=["loss", "absent"]).exists()
-    empty = tmp_path / "empty.jsonl"
-    empty.write_text('{"loss": 1}\n{"step": ')
-    with pytest.raises(ValueError, match="no usable rows"):
-        plot_loss_curves(empty, tmp_path / "never.png")
+def test_colorize_depth_on_a_fixed_range_near_is_bright():
+    rgb = colorize_depth(np.array([[[1.0, 4.0]]]), 1.0, 4.0)
+    assert rgb.shape == (1, 1, 2, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 0, 0].sum() > rgb[0, 0, 1].sum()  # near is bright
+    # the range is fixed, not the batch's: values outside it clip to the end colours
+    clipped = colorize_depth(torch.tensor([[[0.0, 9.0]]]), 1.0, 4.0)
+    assert np.array_equal(clipped, rgb)

@@ -1,91 +1,43 @@
-"""Depth metrics against hand-computed values, and the depth adapter's shape contract."""
+"""The depth adapter: depth scaling, specs, data, codec, evaluation files and `crossflow sample --input`."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
-import pytest
 import torch
+from PIL import Image
 
-from crossflow.task import experiment_from_dict
+from crossflow.cli import main
+from crossflow.outputs import DepthOutput
+from crossflow.pipeline import Pipeline
+from crossflow.registry import experiment_from_dict
+from crossflow.specs import ImageSpec
+from crossflow.task import PreparesBatches
+from crossflow.train.trainer import export_model
 from tasks.depth.data import denormalize_depth, normalize_depth
-from tasks.depth.metrics import METRIC_KEYS, align_scale_shift, depth_metrics, evaluate_depth
-from tasks.depth.visualize import colorize_depth
-
-PRED = np.array([[1.0, 2.0], [3.0, 4.0]])
-GT = np.full((2, 2), 2.0)
+from tasks.depth.metrics import METRIC_KEYS
+from tasks.depth.task import DepthCodec
 
 
-def test_depth_metrics_match_hand_computed_values():
-    m = depth_metrics(PRED, GT)
-    # |p-g|/g = .5, 0, .5, 1 ; (p-g)^2/g = .5, 0, .5, 2 ; max(p/g, g/p) = 2, 1, 1.5, 2
-    assert m["abs_rel"] == pytest.approx(0.5)
-    assert m["sq_rel"] == pytest.approx(0.75)
-    assert m["rmse"] == pytest.approx(math.sqrt(1.5))
-    assert m["rmse_log"] == pytest.approx(math.sqrt((math.log(0.5) ** 2 + math.log(1.5) ** 2 + math.log(2) ** 2) / 4))
-    assert m["log10"] == pytest.approx((2 * math.log10(2) + math.log10(1.5)) / 4)
-    assert (m["delta1"], m["delta2"], m["delta3"]) == (0.25, 0.5, 0.5)  # thresholds 1.25, 1.5625, 1.953
-    assert tuple(m) == METRIC_KEYS
-
-
-def test_depth_metrics_use_only_valid_pixels_and_take_torch():
-    gt = GT.copy()
-    gt[0, 1] = 0.0  # invalid ground truth (p = g there anyway)
-    mask = np.array([[True, True], [True, False]])  # drop the pixel with error 2
-    m = depth_metrics(torch.tensor(PRED), torch.tensor(gt), mask)
-    assert m["abs_rel"] == pytest.approx((0.5 + 0.5) / 2)
-    assert m["delta1"] == 0.0 and m["delta2"] == 0.5
-    with pytest.raises(ValueError, match="no valid pixel"):
-        depth_metrics(PRED, np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="same shape"):
-        depth_metrics(PRED, np.ones((3, 2)))
-
-
-def test_align_scale_shift_is_the_least_squares_affine_fit():
-    gt = np.array([[1.0, 3.0]])
-    np.testing.assert_allclose(align_scale_shift(np.array([[0.0, 1.0]]), gt), gt)  # s = 2, b = 1 exactly
-    rng = np.random.default_rng(0)
-    g = rng.uniform(1, 5, size=(6, 7))
-    p = (g - 0.7) / 3.0
-    p_bad = p.copy()
-    p_bad[0, 0] = 100.0  # an outlier outside the mask does not disturb the fit
-    mask = np.ones_like(g, dtype=bool)
-    mask[0, 0] = False
-    aligned = align_scale_shift(p_bad, g, mask)
-    np.testing.assert_allclose(aligned[mask], g[mask], atol=1e-10)
-    # three points, closed form of simple linear regression
-    p3, g3 = np.array([[0.0, 1.0, 2.0]]), np.array([[1.0, 2.0, 4.0]])
-    slope = np.sum((p3 - 1) * (g3 - 7 / 3)) / np.sum((p3 - 1) ** 2)  # = 1.5
-    np.testing.assert_allclose(align_scale_shift(p3, g3), slope * p3 + (7 / 3 - slope))
-
-
-def test_dataset_metrics_average_per_image_metrics():
-    pred_a, gt_a = np.full((2, 2), 2.0), np.full((2, 2), 1.0)  # abs_rel 1
-    pred_b, gt_b = np.full((4, 4), 1.0), np.full((4, 4), 1.0)  # abs_rel 0, 4x the pixels
-    out = evaluate_depth([pred_a, pred_b], [gt_a, gt_b])
-    assert out["abs_rel"] == pytest.approx(0.5)  # mean over images, not the pixel-pooled 0.2
-    assert out["num_images"] == 2
-    aligned = evaluate_depth([pred_a * 3 + 1], [gt_a + np.eye(2)], align=True)
-    assert aligned["abs_rel"] < evaluate_depth([pred_a * 3 + 1], [gt_a + np.eye(2)])["abs_rel"]
-
-
-def test_normalisation_round_trip_and_colour_map():
+def test_normalisation_round_trip_and_clamp():
     d = torch.tensor([0.5, 1.0, 4.5])
     z = normalize_depth(d, 0.5, 4.5)
     torch.testing.assert_close(z, torch.tensor([-1.0, -0.75, 1.0]))
     torch.testing.assert_close(denormalize_depth(z, 0.5, 4.5), d)
     assert float(denormalize_depth(torch.tensor(3.0), 0.5, 4.5)) == 4.5  # clamped
-    rgb = colorize_depth(np.array([[[1.0, 4.0]]]), 1.0, 4.0)
-    assert rgb.shape == (1, 1, 2, 3) and rgb.dtype == np.uint8
-    assert rgb[0, 0, 0].sum() > rgb[0, 0, 1].sum()  # near is bright
+
+
+def test_codec_maps_latents_to_clamped_metric_depth():
+    out = DepthCodec(0.5, 4.5).decode(torch.tensor([[[[-1.0, 0.0, 1.0, 3.0]]]]))
+    assert isinstance(out, DepthOutput) and (out.vmin, out.vmax) == (0.5, 4.5)
+    torch.testing.assert_close(out.depth, torch.tensor([[[0.5, 2.5, 4.5, 4.5]]]))  # (B, H, W)
 
 
 def _tiny_depth_config(**task):
     return experiment_from_dict({
         "task": {"name": "depth", "toyworld": {"num_train": 64, "num_test": 6, "resolution": 16}, **task},
-        "model": {"source_encoder": {"arch": "image", "image_widths": [8, 16]},
+        "model": {"source_encoder": {"arch": "image", "widths": [8, 16]},
                   "velocity_net": {"patch_size": 4, "hidden_size": 32, "depth": 1, "num_heads": 2},
                   "contrastive": {"enabled": False}},
         "flow": {"source_recon_weight": 1.0, "null_probability": 0.0},
@@ -96,15 +48,46 @@ def _tiny_depth_config(**task):
 def test_depth_adapter_shapes_and_evaluation_files(tmp_path):
     cfg, task_cls = _tiny_depth_config()
     task = task_cls(cfg)
-    assert task.latent_shape == (1, 16, 16) and task.source_shape == (3, 16, 16)
+    assert task.target_spec() == ImageSpec(1, 16, 16) and task.source_spec() == ImageSpec(3, 16, 16)
     data = task.train_dataset()
-    batch = task.prepare_batch(data.__getitems__([0, 1, 2]), torch.device("cpu"))
+    assert not isinstance(data, PreparesBatches)  # batches are complete: the trainer only moves them
+    batch = data.__getitems__([0, 1, 2])
     assert batch["source"].shape == (3, 3, 16, 16) and batch["target"].shape == (3, 1, 16, 16)
     assert -1.0 <= float(batch["source"].min()) and float(batch["target"].max()) <= 1.0
     model = task.build_model()
-    assert torch.isfinite(model.loss(batch).loss)
-    metrics = task.evaluate(model.eval(), tmp_path)
+    assert torch.isfinite(model(batch).loss)
+    pipe = Pipeline(model, task)
+    metrics = task.evaluator().evaluate(pipe, tmp_path)
     assert set(METRIC_KEYS) <= set(metrics) and metrics["num_images"] == 6
     assert metrics["mean_depth_baseline"]["abs_rel"] > 0
     assert json.loads((tmp_path / "metrics.json").read_text())["settings"]["steps"] == 2
-    assert (tmp_path / "depth.png").is_file() and np.load(tmp_path / "predictions.npy").shape == (6, 16, 16)
+    assert (tmp_path / "depth.png").is_file()
+    # predictions.npy holds the pipeline's metric depth of the held-out images
+    _, test = task.splits()
+    expected = pipe(list(test.images[:6])).depth.numpy()
+    np.testing.assert_array_equal(np.load(tmp_path / "predictions.npy"), expected)
+
+
+def test_sample_command_takes_image_files_and_writes_depth_maps(tmp_path, capsys):
+    cfg, task_cls = _tiny_depth_config()
+    task = task_cls(cfg)
+    torch.manual_seed(0)
+    export = export_model(task.build_model().state_dict(), cfg, tmp_path / "export")
+    _, test = task.splits()
+    files = []
+    for i, size in enumerate((16, 24)):  # another size is resized to the model's 16 px first
+        path = tmp_path / f"in{i}.png"
+        Image.fromarray(test.images[i].permute(1, 2, 0).numpy()).resize((size, size), Image.BICUBIC).save(path)
+        files.append(str(path))
+    out = tmp_path / "samples"
+    argv = ["sample", str(export), "--input", files[0], "--input", files[1], "--out", str(out), "--steps", "3"]
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in (out / "inputs.jsonl").read_text().splitlines()]
+    assert [(r["input"], r["file"], r["depth"]) for r in rows] == [(files[0], "0000.png", "0000.npy"),
+                                                                  (files[1], "0001.png", "0001.npy")]
+    assert all(r["settings"]["steps"] == 3 and r["settings"]["solver"] == "euler" for r in rows)
+    assert (out / "grid.png").is_file() and Image.open(out / "0000.png").size == (16, 16)
+    expected = Pipeline.from_pretrained(export, device="cpu")(files, steps=3).depth.numpy()
+    saved = np.stack([np.load(out / r["depth"]) for r in rows])
+    assert saved.dtype == np.float32
+    np.testing.assert_allclose(saved, expected, rtol=0, atol=1e-6)

@@ -1,65 +1,19 @@
-"""PSNR/SSIM against hand-computed values and a direct reference, downsampling, and the SR adapter contract."""
+"""Downsampling, and the super-resolution adapter: low-res inputs, data, both models, evaluation files."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from crossflow.task import experiment_from_dict
-from tasks.super_resolution.data import downsample, upsample
-from tasks.super_resolution.metrics import K1, gaussian_window, psnr, ssim
-
-
-def test_psnr_hand_computed():
-    target = np.full((4, 4, 3), 0.5)
-    assert psnr(target + 0.1, target) == pytest.approx(20.0)  # MSE 0.01
-    assert psnr(target * 255 + 25.5, target * 255, data_range=255.0) == pytest.approx(20.0)
-    assert psnr(target, target) == math.inf
-    with pytest.raises(ValueError, match="differ in shape"):
-        psnr(target, target[:2])
-
-
-def test_ssim_of_constant_images_is_the_luminance_term():
-    a, b = 0.2, 0.6
-    c1 = (K1 * 1.0) ** 2
-    expected = (2 * a * b + c1) / (a * a + b * b + c1)  # no variance: the contrast-structure term is C2/C2 = 1
-    assert ssim(np.full((16, 16, 3), a), np.full((16, 16, 3), b)) == pytest.approx(expected)
-    img = np.random.default_rng(0).uniform(size=(12, 12, 3))
-    assert ssim(img, img) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="at least 11"):
-        ssim(np.zeros((10, 10)), np.zeros((10, 10)))
-
-
-def _ssim_by_windows(x: np.ndarray, y: np.ndarray) -> float:
-    """Direct definition: a normalised 11x11 Gaussian (sigma 1.5) window at every fully-inside position,
-    weighted population moments, mean over positions and channels."""
-    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
-    w = np.outer(g, g) / np.outer(g, g).sum()
-    c1, c2 = 0.01**2, 0.03**2
-    per_channel = []
-    for c in range(x.shape[2]):
-        vals = []
-        for i in range(x.shape[0] - 10):
-            for j in range(x.shape[1] - 10):
-                px, py = x[i:i + 11, j:j + 11, c], y[i:i + 11, j:j + 11, c]
-                mx, my = (w * px).sum(), (w * py).sum()
-                vx, vy = (w * (px - mx) ** 2).sum(), (w * (py - my) ** 2).sum()
-                cov = (w * (px - mx) * (py - my)).sum()
-                vals.append((2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
-        per_channel.append(np.mean(vals))
-    return float(np.mean(per_channel))
-
-
-def test_ssim_matches_the_windowed_definition():
-    rng = np.random.default_rng(1)
-    x = rng.uniform(size=(15, 14, 2))
-    y = np.clip(x + 0.1 * rng.normal(size=x.shape), 0, 1)
-    assert ssim(x, y) == pytest.approx(_ssim_by_windows(x, y), abs=1e-12)
-    assert gaussian_window().sum() == pytest.approx(1.0) and gaussian_window().argmax() == 5
+from crossflow.pipeline import Pipeline
+from crossflow.registry import experiment_from_dict
+from crossflow.specs import ImageSpec
+from tasks.image_source import upsample_bicubic
+from tasks.super_resolution.data import downsample
 
 
 def test_antialiased_bicubic_downsampling():
@@ -70,20 +24,20 @@ def test_antialiased_bicubic_downsampling():
     small = downsample(stripes, 4).float()
     assert small.shape == (1, 1, 8, 8)
     assert float((small[..., 2:6] - 127.5).abs().max()) < 3.0  # interior (the borders see the edge replication)
-    up = upsample(small.to(torch.uint8), (32, 32))
+    up = upsample_bicubic(small.to(torch.uint8), (32, 32))
     assert up.shape == (1, 1, 32, 32) and float(up.abs().max()) <= 1.0
     with pytest.raises(ValueError, match="not divisible"):
         downsample(torch.zeros(1, 1, 30, 30, dtype=torch.uint8), 4)
 
 
 def _tiny_sr_config(baseline: bool = False):
-    model = {"source_encoder": {"arch": "image", "image_widths": [8, 16], "input_skip": True, "head_init_scale": 0.0},
+    model = {"source_encoder": {"arch": "image", "widths": [8, 16], "input_skip": True, "head_init_scale": 0.0},
              "velocity_net": {"patch_size": 4, "hidden_size": 32, "depth": 1, "num_heads": 2},
              "contrastive": {"enabled": False}}
     sample = {"steps": 2, "guidance": 1.0, "batch_size": 4}
-    if baseline:
+    if baseline:  # noise → high-res with the upsampled low-res image concatenated to x_t
         model["source_encoder"] = {"arch": "noise"}
-        model["velocity_net"]["cond_channels"] = 3
+        model["velocity_net"]["concat_source"] = True
         sample["z0"] = "sample"
     return experiment_from_dict({
         "task": {"name": "super_resolution", "toyworld": {"num_train": 64, "num_test": 6, "resolution": 16},
@@ -95,16 +49,39 @@ def _tiny_sr_config(baseline: bool = False):
 def test_sr_adapter_shapes_and_evaluation_files(tmp_path, baseline):
     cfg, task_cls = _tiny_sr_config(baseline)
     task = task_cls(cfg)
-    assert task.latent_shape == task.source_shape == (3, 16, 16)
-    batch = task.prepare_batch(task.train_dataset().__getitems__([0, 1]), torch.device("cpu"))
+    assert task.target_spec() == task.source_spec() == ImageSpec(3, 16, 16)
+    train, _ = task.splits()
+    batch = task.train_dataset().__getitems__([0, 1])
+    assert set(batch) == {"source", "target"}  # no "cond": a concatenating model is given the source itself
     assert batch["source"].shape == batch["target"].shape == (2, 3, 16, 16)
-    assert ("cond" in batch) == baseline
+    torch.testing.assert_close(batch["source"], upsample_bicubic(downsample(train.images[:2], 4), (16, 16)))
     model = task.build_model()
-    assert torch.isfinite(model.loss(batch).loss)
-    metrics = task.evaluate(model.eval(), tmp_path)
+    assert model.concat_source == baseline
+    assert torch.isfinite(model(batch).loss)
+    metrics = task.evaluator().evaluate(Pipeline(model, task), tmp_path)
     assert {"psnr", "ssim", "bicubic", "psnr_gain_over_bicubic"} <= set(metrics)
-    if not baseline:  # an untrained direct model starts at the upsampled image: it *is* bicubic
+    if baseline:  # no source latent to decode
+        assert "ve_mean" not in metrics
+    else:  # an untrained direct model starts at the upsampled image: it *is* bicubic
         assert metrics["ve_mean"]["psnr"] == pytest.approx(metrics["bicubic"]["psnr"])
-    assert json.loads((tmp_path / "metrics.json").read_text())["settings"]["model"] == (
+    assert json.loads((tmp_path / "metrics.json").read_text())["model"] == (
         "concat_baseline" if baseline else "crossflow")
     assert (tmp_path / "sr.png").is_file()
+
+
+def test_pipeline_takes_low_res_images_and_starts_from_their_bicubic_upsampling():
+    cfg, task_cls = _tiny_sr_config()
+    task = task_cls(cfg)
+    _, test = task.splits()
+    pipe = Pipeline(task.build_model(), task)
+    low = downsample(test.images[:3], 4)  # (3, 3, 4, 4) uint8
+    bicubic = upsample_bicubic(low, (16, 16))
+    torch.testing.assert_close(pipe.encode(list(low)).values, bicubic, rtol=0, atol=0)
+    # input_skip with a zero head: z0 is the source itself
+    torch.testing.assert_close(pipe.initial_latents(list(low)), bicubic, rtol=0, atol=1e-6)
+    out = pipe(list(low))
+    assert out.images.shape == (3, 3, 16, 16)
+    # a high-res image is first brought to the low-res side (PIL bicubic), like a user's photo
+    high = test.images[0].permute(1, 2, 0).numpy()
+    small = torch.from_numpy(np.asarray(Image.fromarray(high).resize((4, 4), Image.BICUBIC)).copy()).permute(2, 0, 1)
+    torch.testing.assert_close(pipe.encode([high]).values, upsample_bicubic(small[None], (16, 16)), rtol=0, atol=0)

@@ -18,15 +18,17 @@ from crossflow.cli import main as cli_main  # noqa: E402
 from crossflow.codecs import SDVAECodec  # noqa: E402
 from crossflow.config import ConfigError  # noqa: E402
 from crossflow.data.feature_shards import FeatureShards  # noqa: E402
-from crossflow.data.image_text import read_coco_captions, read_image_text_jsonl  # noqa: E402
 from crossflow.data.transforms import center_crop_adm, center_crop_lanczos, to_model_input  # noqa: E402
 from crossflow.language.hf import TextEmbedder  # noqa: E402
-from crossflow.task import load_experiment  # noqa: E402
+from crossflow.outputs import ImageOutput  # noqa: E402
+from crossflow.pipeline import Pipeline  # noqa: E402
+from crossflow.registry import load_experiment  # noqa: E402
+from crossflow.task import PreparesBatches  # noqa: E402
 from crossflow.train.trainer import Trainer  # noqa: E402
-from t2i_fixtures import make_image_folder, make_tiny_clip, make_tiny_vae  # noqa: E402
+from helpers.image_folder import make_image_folder  # noqa: E402
 
 
-def _config(root: Path, features: Path, **task) -> Path:
+def _config(root: Path, features: Path, clip: Path, vae: Path, **task) -> Path:
     task_yaml = "".join(f"  {k}: {v}\n" for k, v in task.items())
     path = root / f"cfg_{features.name}.yaml"
     path.write_text(f"""
@@ -35,8 +37,8 @@ task:
   dataset: features
   features_dir: {features}
   resolution: 32
-  language_model: {{name_or_path: {root / 'clip'}, max_length: 16}}
-  vae: {{name_or_path: {root / 'vae'}}}
+  language_model: {{name_or_path: {clip}, max_length: 16}}
+  vae: {{name_or_path: {vae}}}
   preview_prompts: 4
   cache_dir: {root / 'cache'}
 {task_yaml}model:
@@ -50,16 +52,15 @@ sample: {{steps: 3, batch_size: 8}}
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_clip_text, tiny_vae):
     root = tmp_path_factory.mktemp("t2i_real")
-    make_tiny_clip(root / "clip")
-    make_tiny_vae(root / "vae")
     jsonl, images, records = make_image_folder(root / "data", 10)
-    cfg = _config(root, root / "feats")
+    cfg = _config(root, root / "feats", tiny_clip_text, tiny_vae)
     rc = cli_main(["extract", str(cfg), "--jsonl", str(jsonl), "--image-root", str(images), "--shard-size", "4",
                    "--batch-size", "3", "--num-workers", "0", "--device", "cpu"])
     assert rc == 0
-    return {"root": root, "jsonl": jsonl, "images": images, "records": records, "cfg": cfg, "feats": root / "feats"}
+    return {"root": root, "clip": tiny_clip_text, "vae": tiny_vae, "jsonl": jsonl, "images": images,
+            "records": records, "cfg": cfg, "feats": root / "feats"}
 
 
 def _assert_same_rows(a: np.ndarray, b: np.ndarray, name: str) -> None:
@@ -76,37 +77,6 @@ def _extract(setup, out: Path, *extra: str) -> int:
                      "--device", "cpu", *extra])
 
 
-def test_center_crops_hand_computed() -> None:
-    rng = np.random.default_rng(0)
-    img = Image.fromarray(rng.integers(0, 256, (60, 100, 3), dtype=np.uint8))  # 100 wide, 60 tall
-    # ADM: 60 >= 2·16 → BOX-halve to 50×30; 30 < 32 stops; BICUBIC to round(50·16/30)=27 × 16; crop x from 5.
-    ref = np.asarray(img.resize((50, 30), Image.BOX).resize((27, 16), Image.BICUBIC))[:, 5:21]
-    assert np.array_equal(center_crop_adm(img, 16), ref)
-    # COCO: centre 60×60 square from x=20, LANCZOS to 16×16.
-    ref = np.asarray(Image.fromarray(np.asarray(img)[:, 20:80]).resize((16, 16), Image.LANCZOS))
-    assert np.array_equal(center_crop_lanczos(img, 16), ref)
-    flat = Image.new("RGB", (77, 41), (10, 200, 30))
-    assert (center_crop_adm(flat, 16) == [10, 200, 30]).all() and center_crop_adm(flat, 16).shape == (16, 16, 3)
-    x = to_model_input(np.stack([center_crop_adm(flat, 16)]))
-    assert x.shape == (1, 3, 16, 16) and torch.allclose(x[0, :, 0, 0], torch.tensor([10, 200, 30]) / 127.5 - 1)
-
-
-def test_readers_keep_positions(tmp_path: Path) -> None:
-    lines = ['{"img_path": "a.jpg", "prompt": "a cat"}', "not json", "", '{"img_path": "b.jpg"}',
-             '{"img_path": "c.jpg", "prompt": "a dog", "source": "x"}']
-    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
-    records, bad = read_image_text_jsonl(tmp_path / "p.jsonl")
-    assert [(r.index, r.img_path, r.extra) for r in records] == [(0, "a.jpg", {}), (3, "c.jpg", {"source": "x"})]
-    assert [(b["index"], b["line"]) for b in bad] == [(1, 2), (2, 4)] and "prompt" in bad[1]["reason"]
-    coco = {"images": [{"id": 9, "file_name": "n.jpg"}, {"id": 2, "file_name": "m.jpg"}],
-            "annotations": [{"image_id": 9, "caption": "x "}, {"image_id": 2, "caption": "y"},
-                            {"image_id": 9, "caption": "z"}]}
-    (tmp_path / "c.json").write_text(json.dumps(coco))
-    got = [(r.index, r.img_path, r.prompt, r.extra["image_index"], r.extra["caption_index"])
-           for r in read_coco_captions(tmp_path / "c.json")]
-    assert got == [(0, "m.jpg", "y", 0, 0), (1, "n.jpg", "x", 1, 0), (2, "n.jpg", "z", 1, 1)]
-
-
 def test_extraction_skips_and_reports(setup) -> None:
     feats, records = setup["feats"], setup["records"]
     report = json.loads((feats / "extraction_report.json").read_text())
@@ -121,11 +91,11 @@ def test_extraction_skips_and_reports(setup) -> None:
     assert data.field_specs["moments"] == {"shape": [8, 4, 4], "dtype": "float16"}
     # Stored rows equal a direct computation (up to fp16 storage).
     batch = data.__getitems__([5, 0])
-    emb = TextEmbedder(str(setup["root"] / "clip"), max_length=16, local_files_only=True)
+    emb = TextEmbedder(str(setup["clip"]), max_length=16, local_files_only=True)
     h, mask = emb([data.prompts[5], data.prompts[0]])
     torch.testing.assert_close(batch["source"], h, atol=2e-3, rtol=2e-3)
     assert torch.equal(batch["source_mask"], mask)
-    codec = SDVAECodec(str(setup["root"] / "vae"), device="cpu")
+    codec = SDVAECodec(str(setup["vae"]), device="cpu")
     img = Image.open(setup["images"] / records[kept[5]]["img_path"]).convert("RGB")
     moments = codec.encode_moments(to_model_input(center_crop_adm(img, 32)[None]))
     torch.testing.assert_close(batch["moments"][:1], moments, atol=2e-3, rtol=2e-3)
@@ -172,16 +142,22 @@ def test_parts_share_one_directory(setup, tmp_path: Path) -> None:
 def test_training_from_shards(setup, tmp_path: Path) -> None:
     cfg, task_cls = load_experiment(setup["cfg"])
     task = task_cls(cfg)
-    assert task.latent_shape == (4, 4, 4) and task.source_dim == 32
+    assert task.target_spec().shape == (4, 4, 4) and task.source_spec().dim == 32
     data = task.train_dataset()
-    batch = task.prepare_batch(data.__getitems__([0, 1, 2, 3]), torch.device("cpu"))
-    again = task.prepare_batch(data.__getitems__([0, 1, 2, 3]), torch.device("cpu"))
+    assert isinstance(data, PreparesBatches)  # a fresh latent from the stored moments, every step
+    batch = data.prepare(data.__getitems__([0, 1, 2, 3]), torch.device("cpu"))
+    again = data.prepare(data.__getitems__([0, 1, 2, 3]), torch.device("cpu"))
     assert batch["target"].shape == (4, 4, 4, 4) and not torch.equal(batch["target"], again["target"])
     result = Trainer(cfg, task, tmp_path / "run").fit()
     assert result.step == 3 and np.isfinite(result.final_loss)
     assert (tmp_path / "run" / "export" / "model.safetensors").is_file()
     preview = Image.open(tmp_path / "run" / "previews" / "step-0000003.png")
     assert preview.size[0] > 2 * 32  # a grid of 4 decoded 32 px images
+    # generation: prompts → LM → flow in the SD-VAE latent space → the VAE decoder
+    pipe = Pipeline.from_pretrained(tmp_path / "run", device="cpu")
+    out = pipe(["a photo of the cat", "a red car"], steps=2)
+    assert isinstance(out, ImageOutput) and out.images.shape == (2, 3, 32, 32) and out.latents.shape == (2, 4, 4, 4)
+    torch.testing.assert_close(out.images, SDVAECodec(str(setup["vae"]), device="cpu").decode(out.latents))
 
 
 def test_config_checks_features(setup, tmp_path: Path) -> None:

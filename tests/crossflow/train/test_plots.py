@@ -1,0 +1,35 @@
+"""Loss-curve plots from metrics.jsonl: smoothing, one panel per logged loss, unusable rows skipped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from crossflow.train.plots import ema, plot_loss_curves
+
+
+def test_ema() -> None:
+    assert ema([1.0, 2.0, 3.0], 0.0) == [1.0, 2.0, 3.0]
+    assert ema([5.0, 5.0], 0.9) == pytest.approx([5.0, 5.0])
+
+
+def test_plot_loss_curves(tmp_path: Path) -> None:
+    log = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"step": i, "time": 1.7e9 + i, "loss": 1.0 / (i + 1), "loss_fm": 0.5, "loss_kl": -0.1 * i,
+                         "tag": "x"}) for i in range(20)]
+    lines.insert(3, json.dumps({"loss": 9.0}))  # no step: ignored
+    lines.append(json.dumps({"step": 20, "loss_clip": 0.3}))
+    log.write_text("\n".join(lines) + '\n{"step": 21, "lo')
+    out = plot_loss_curves(log, tmp_path / "plots" / "loss.png")
+    assert out.exists() and out.stat().st_size > 1000
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.height > im.width
+        assert im.height == 4 * 260  # loss, loss_fm, loss_kl, loss_clip: one 2.6-inch panel each, no wall clock
+    assert plot_loss_curves(log, tmp_path / "one.png", keys=["loss", "absent"]).exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"loss": 1}\n{"step": ')
+    with pytest.raises(ValueError, match="no usable rows"):
+        plot_loss_curves(empty, tmp_path / "never.png")

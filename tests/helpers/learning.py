@@ -1,0 +1,18 @@
+"""Train a shrunk toy config through the whole path (config → task → Trainer → export → pipeline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crossflow.pipeline import Pipeline
+from crossflow.registry import load_experiment
+from crossflow.train.trainer import Trainer
+
+
+def train_and_load(config: str, run_dir: Path, overrides: list[str]) -> Pipeline:
+    """Train ``config`` with ``overrides`` (no time budget, no intermediate checkpoints or log rows) into
+    ``run_dir`` and load its export into a CPU pipeline."""
+    cfg, task_cls = load_experiment(config, ["train.max_minutes=null", "train.checkpoint_every=1000",
+                                             "train.log_every=1000", "train.warmup_steps=10", *overrides])
+    Trainer(cfg, task_cls(cfg), run_dir).fit()
+    return Pipeline.from_pretrained(run_dir, device="cpu")
