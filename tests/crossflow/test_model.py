@@ -1,6 +1,8 @@
 """The CrossFlow model: the loss reaches every trained part, generation modes, the FM gradient into the VE."""
+
 from __future__ import annotations
 
+import math
 
 import pytest
 import torch
@@ -8,7 +10,6 @@ import torch
 from crossflow.build import build_model
 from crossflow.schema import CrossFlowModelConfig, DiTConfig, FlowConfig, SampleConfig, TokenVEConfig
 from crossflow.specs import ImageSpec, TokenSpec
-
 
 
 def test_crossflow_loss_backpropagates_into_all_trained_parts(tiny_config):
@@ -66,3 +67,15 @@ def test_fm_grad_to_source_scales_the_flow_matching_gradient_into_the_ve(scale):
     else:
         assert any(float(g.abs().max()) > 0 for g in ve_grads)
 
+
+@pytest.mark.parametrize("learn", [True, False])
+def test_contrastive_temperature_starts_at_its_init_and_is_learned_only_when_asked(learn):
+    cfg = CrossFlowModelConfig(source_encoder=TokenVEConfig(width=16, depth=1, num_heads=2, num_queries=2),
+                               velocity_net=DiTConfig(hidden_size=16, depth=1, num_heads=2))
+    cfg.contrastive.widths, cfg.contrastive.hidden_dim = [4], 8
+    cfg.contrastive.init_temperature, cfg.contrastive.learn_temperature = 0.2, learn
+    model = build_model(cfg, FlowConfig(), source=TokenSpec(max_tokens=3, dim=4), target=ImageSpec(1, 4, 4))
+    assert math.isclose(float(model.logit_scale), math.log(1 / 0.2), rel_tol=1e-6)  # logits = cos / tau
+    batch = {"source": torch.randn(4, 3, 4), "target": torch.randn(4, 1, 4, 4)}
+    model(batch).loss.backward()
+    assert model.logit_scale.requires_grad is learn and (model.logit_scale.grad is not None) is learn
