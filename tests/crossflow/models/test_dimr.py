@@ -296,23 +296,14 @@ def test_official_time_grid_and_euler_solve():
 # ---------------------------------------------------------------- learning
 def test_dimr_learns_the_synthetic_class_to_quadrant_map(tmp_path):
     """Same trainer and task as the DiT learning test, with a two-stage DiMR (4×4 Transformer, 8×8 ConvNeXt)."""
+    from helpers.learning import synthetic_accuracy
     from helpers.synthetic_task import tiny_raw_config
-
-    from crossflow.pipeline import Pipeline
-    from crossflow.registry import experiment_from_dict
-    from crossflow.train.trainer import Trainer
 
     raw = tiny_raw_config(max_steps=150, checkpoint_every=1000, lr=2e-3, warmup_steps=10)
     raw["model"]["velocity_net"] = {"arch": "dimr", "stages": [
         {"dim": 32, "hidden_dim": 64, "num_heads": 2, "num_blocks": 3, "patch_size": 2},
         {"block": "convnext", "dim": 16, "hidden_dim": 32, "num_blocks": 1, "patch_size": 1, "kernel_size": 3}]}
-    cfg, task_cls = experiment_from_dict(raw)
-    task = task_cls(cfg)
-    trainer = Trainer(cfg, task, tmp_path)
-    trainer.fit()
-    pipe = Pipeline(trainer.ema.model, task)
-    metrics = task.evaluator().evaluate(pipe, tmp_path / "eval", options=pipe.options(steps=10))
-    assert metrics["accuracy"] >= 0.9  # chance is 0.25
+    assert synthetic_accuracy(raw, tmp_path) >= 0.9  # chance is 0.25
 
 
 def test_generate_follows_sample_time_grid():
