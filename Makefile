@@ -30,7 +30,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	$(BIN)/crossflow demo --out outputs/demo
+	$(BIN)/crossflow demo --out outputs/demo --overwrite
 
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -42,10 +42,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML config", formatter_class=fmt,
                        description="Train a CrossFlow model. Checkpoints, metrics.jsonl, previews and the "
                                    "inference export go to the run directory.", epilog=_options_epilog())
-    p.add_argument("config", help="YAML config, e.g. configs/t2i/toy.yaml")
+    p.add_argument("config", nargs="?", help="YAML config, e.g. configs/t2i/toy.yaml (optional with --resume)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.max_steps=200")
-    p.add_argument("--run-dir", help="output directory (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --run-dir")
+    p.add_argument("--run-dir", help="output directory (default: runs/<config name>); a directory that already holds "
+                                     "a run is refused unless --resume or --overwrite is given")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir from its newest complete checkpoint, with the run's saved "
+                        "config.yaml; overrides (and CONFIG, if given) may change only train.max_steps, max_minutes, "
+                        "the log/checkpoint/preview cadence, sample.*, task.metrics.* and file paths")
+    p.add_argument("--overwrite", action="store_true", help="start over in a --run-dir that holds a run (deletes it "
+                                                             "once the new run has started)")
     p.add_argument("--eval", action="store_true", help="evaluate the EMA model on held-out data after training")
 
     add_sampling_parsers(sub)  # sample, interpolate, arithmetic
@@ -63,6 +69,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        description="The main job on the built-in toy world: trains configs/t2i/toy.yaml, samples "
                                    "the held-out prompts, scores them, and writes everything under --out.")
     p.add_argument("--out", default="outputs/demo", help="output directory (default outputs/demo)")
+    p.add_argument("--overwrite", action="store_true", help="start over when --out already holds a demo run "
+                                                             "(`make demo` passes it)")
     p.add_argument("--config", default=str(DEMO_CONFIG), help="config to run (default: configs/t2i/toy.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
 
@@ -97,11 +105,22 @@ def _evaluate(model_dir: str | Path, out: Path, args: argparse.Namespace, overri
 
 def cmd_train(args: argparse.Namespace) -> dict:
     from crossflow.registry import load_experiment
+    from crossflow.train.run_dir import RunDirectoryError, resume_config
     from crossflow.train.trainer import Trainer
 
-    cfg, task_cls = load_experiment(args.config, args.overrides)
-    run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
-    result = Trainer(cfg, task_cls(cfg), run_dir, resume=args.resume).fit()
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():  # `train --resume --run-dir R k=v`
+        config, overrides = None, [config, *overrides]
+    if args.resume and args.overwrite:
+        raise RunDirectoryError("give either --resume (continue the run) or --overwrite (start over), not both")
+    if config is None and not (args.resume and args.run_dir):
+        raise RunDirectoryError("give a CONFIG to start a run, or --resume --run-dir DIR to continue one")
+    run_dir = Path(args.run_dir or Path("runs") / Path(config).stem)
+    if args.resume:
+        cfg, task_cls = resume_config(run_dir, config, overrides)
+    else:  # a used --run-dir is refused by the Trainer, before anything is built
+        cfg, task_cls = load_experiment(config, overrides)
+    result = Trainer(cfg, task_cls(cfg), run_dir, resume=args.resume, overwrite=args.overwrite).fit()
     summary = {"step": result.step, "run_dir": str(run_dir), "export": str(result.export_dir),
                "samples_per_s": round(result.samples_per_second, 1), "final_loss": result.final_loss}
     if args.eval:
@@ -116,7 +135,6 @@ def cmd_eval(args: argparse.Namespace) -> dict:
 
 def cmd_demo(args: argparse.Namespace) -> dict:
     from crossflow.registry import load_experiment
-    from crossflow.train.plots import plot_loss_curves
     from crossflow.train.trainer import Trainer
 
     if not Path(args.config).is_file():
@@ -124,9 +142,8 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     start = time.time()
     out = Path(args.out)
     cfg, task_cls = load_experiment(args.config, args.overrides)
-    result = Trainer(cfg, task_cls(cfg), out).fit()
+    result = Trainer(cfg, task_cls(cfg), out, overwrite=args.overwrite).fit()  # the trainer draws loss.png
     train_seconds = time.time() - start
-    plot_loss_curves(out / "metrics.jsonl", out / "loss.png")
     metrics = _evaluate(result.export_dir, out, args)
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["train_steps"] = result.step

@@ -35,7 +35,9 @@ from crossflow.task import PreparesBatches, Task
 from crossflow.train import checkpoint as ckpt
 from crossflow.train.ema import EMA
 from crossflow.train.logger import MetricsLogger
+from crossflow.train.plots import plot_loss_curves
 from crossflow.train.protocol import Trainable
+from crossflow.train.run_dir import prepare_fresh_run, run_entries
 from crossflow.train.schedule import build_scheduler
 from crossflow.utils.cpu import ensure_cpu_bf16
 
@@ -74,10 +76,17 @@ class Trainer:
         task: the task adapter instance.
         run_dir: where checkpoints, logs, previews and the export go.
         resume: continue from the newest complete checkpoint in ``run_dir`` (if any).
+        overwrite: start over in a ``run_dir`` that holds a run (it is deleted when training starts); without
+            it, and without ``resume``, such a directory is refused (:class:`RunDirectoryError`) before anything
+            is built or written.
     """
 
-    def __init__(self, cfg: ExperimentConfig, task: Task, run_dir: Path, *, resume: bool = False) -> None:
+    def __init__(self, cfg: ExperimentConfig, task: Task, run_dir: Path, *, resume: bool = False,
+                 overwrite: bool = False) -> None:
         self.cfg, self.task, self.run_dir, self.resume = cfg, task, Path(run_dir), resume
+        self.overwrite = overwrite and not resume
+        if not resume and run_entries(self.run_dir) and not overwrite:
+            prepare_fresh_run(self.run_dir)  # raises, naming --resume and --overwrite
         tc = cfg.train
         if tc.mixed_precision == "bf16" and (tc.cpu or not torch.cuda.is_available()):
             ensure_cpu_bf16()
@@ -218,15 +227,23 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train until ``train.max_steps`` (or ``train.max_minutes``), then checkpoint and export."""
         tc, acc = self.cfg.train, self.accelerator
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if acc.is_main_process:
-            save_yaml(self.cfg, self.run_dir / "config.yaml")
+        if self.overwrite and acc.is_main_process:
+            prepare_fresh_run(self.run_dir, overwrite=True)
+            log.info("--overwrite: deleted the previous run in %s", self.run_dir)
+        acc.wait_for_everyone()
         # Training randomness (time, indicator, reparameterisation, dropout) differs per rank.
         set_seed(tc.seed * 7919 + acc.process_index)
         if self.resume and (last := ckpt.latest_checkpoint(self.ckpt_dir)) is not None:
-            self.load(last)  # restores the RNG states too
+            self.load(last)  # restores the RNG states too; a checkpoint that does not fit raises before any write
         elif self.resume:
             log.info("no complete checkpoint in %s; starting from scratch", self.ckpt_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:  # written once the run has started: a failed start leaves the directory as it was
+            save_yaml(self.cfg, self.run_dir / "config.yaml.tmp")
+            (self.run_dir / "config.yaml.tmp").replace(self.run_dir / "config.yaml")
+            log.info("run directory %s: checkpoints in %s, the export in %s, the log in %s", self.run_dir,
+                     self.ckpt_dir, self.run_dir / "export", self.run_dir / "metrics.jsonl")
+        start_step = self.step
         n_params = sum(p.numel() for p in self._unwrapped().parameters())
         if acc.is_main_process:
             log.info("model: %.2fM parameters; device %s; %d process(es); micro-batch %d", n_params / 1e6,
@@ -268,14 +285,21 @@ class Trainer:
         if acc.is_main_process:
             export_model(self.ema.model.state_dict(), self.cfg, export_dir)
             self._preview()
+            try:
+                plot_loss_curves(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+            except (ValueError, OSError) as exc:  # e.g. no log row yet: the run itself is fine
+                log.warning("no loss.png: %s", exc)
             (self.run_dir / "train_summary.json").write_text(json.dumps(
-                {"step": self.step, "seconds": round(time.time() - start_time, 2), "final_loss": last_loss,
+                {"step": self.step, "steps_this_run": self.step - start_step,
+                 "seconds": round(time.time() - start_time, 2), "final_loss": last_loss,
                  "parameters": n_params}, indent=2))
+            log.info("trained to step %d: checkpoint %s, export %s, loss curves %s", self.step, last_saved,
+                     export_dir, self.run_dir / "loss.png")
         acc.wait_for_everyone()
         self.logger.close()
-        elapsed = max(time.time() - start_time, 1e-9)
+        elapsed = max(time.time() - start_time, 1e-9)  # this run's steps over this run's time (resumes too)
         return TrainResult(self.step, self.run_dir, export_dir, last_saved,
-                           self.step * tc.batch_size / elapsed, last_loss)
+                           (self.step - start_step) * tc.batch_size / elapsed, last_loss)
 
     def _preview(self) -> None:
         """The task's preview picture of the EMA model, through the inference pipeline (made once: its source

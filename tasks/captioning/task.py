@@ -160,6 +160,7 @@ class CaptioningTask(ImageSourceTask):
     def train_text_vae(self) -> Path:
         """Train stage 1 into ``task.text_vae_dir`` from ``task.text_vae_config`` (+ ``text_vae_overrides``)."""
         from crossflow.registry import load_experiment
+        from crossflow.train.run_dir import run_entries
         from crossflow.train.trainer import Trainer
 
         if self.tc.text_vae_config is None:
@@ -168,8 +169,9 @@ class CaptioningTask(ImageSourceTask):
                                     f"configs/captioning/toy_text_vae.yaml --run-dir {self.tc.text_vae_dir}`")
         log.info("no text VAE in %s: training it first from %s", self.tc.text_vae_dir, self.tc.text_vae_config)
         cfg, stage_cls = load_experiment(self.tc.text_vae_config, list(self.tc.text_vae_overrides))
-        with torch.enable_grad():
-            Trainer(cfg, stage_cls(cfg), Path(self.tc.text_vae_dir)).fit()
+        run_dir = Path(self.tc.text_vae_dir)
+        with torch.enable_grad():  # a stage-1 run cut short there is continued, not refused
+            Trainer(cfg, stage_cls(cfg), run_dir, resume=bool(run_entries(run_dir))).fit()
         return Path(self.tc.text_vae_dir)
 
     def text_vae(self) -> tuple[TextVAE, TextVAEStage]:
