@@ -72,7 +72,9 @@ class CrossFlow(nn.Module):
 
         Args:
             batch: ``source`` ``(B, L, D)`` tokens or ``(B, C, H, W)`` image, optional ``source_mask``
-                ``(B, L)`` bool, ``target`` — the target latent z1 ``(B, C, H, W)`` — and optional
+                ``(B, L)`` bool, ``target`` — the target latent z1 ``(B, C, H, W)`` —, optional ``target_mask``
+                (bool, broadcastable to the target, e.g. ``(B, 1, H, W)``: the valid pixels of a depth map; the
+                flow-matching and reconstruction losses average over them only) and optional
                 ``contrastive_target`` (input of the target tower; defaults to ``target``).
             generator: optional RNG for time, indicator and reparameterisation draws.
 
@@ -80,7 +82,7 @@ class CrossFlow(nn.Module):
             :class:`TrainOutput` with logs ``loss``, ``loss_fm``, ``loss_kl``, ``loss_clip``,
             ``null_fraction`` (and ``loss_recon`` when ``flow.source_recon_weight > 0``), all on the device.
         """
-        z1 = batch["target"]
+        z1, target_mask = batch["target"], batch.get("target_mask")
         b, device = z1.shape[0], z1.device
         posterior = self.encode_source(batch["source"], batch.get("source_mask"))
         z0 = posterior.sample(generator=generator).to(z1.dtype)
@@ -88,7 +90,7 @@ class CrossFlow(nn.Module):
 
         recon = None
         if self.flow.source_recon_weight > 0:  # pull the VE mean toward the target itself (before null rolling)
-            recon = flow_matching_loss(posterior.mean, z1).mean()
+            recon = flow_matching_loss(posterior.mean, z1, target_mask).mean()
         contrastive = z1.new_zeros((), dtype=torch.float32)
         if self.target_encoder is not None and self.contrastive_weight > 0:
             features = self.target_encoder(batch.get("contrastive_target", z1))
@@ -96,6 +98,8 @@ class CrossFlow(nn.Module):
 
         null = draw_null_indicator(b, self.flow.null_probability, device=device, generator=generator)
         z1 = roll_null_targets(z1, null)
+        if target_mask is not None:  # a null sample's target (and its valid pixels) come from another sample
+            target_mask = roll_null_targets(target_mask, null)
         k = self.flow.fm_grad_to_source
         if k != 1.0:  # same value, FM gradient into the VE scaled by k
             z0 = z0.detach() + k * (z0 - z0.detach())
@@ -104,9 +108,11 @@ class CrossFlow(nn.Module):
         point = self.path.sample(z0, z1, t)
         pred = self._velocity(point.x_t, t, null, batch["source"])
         if isinstance(pred, (list, tuple)):  # multi-resolution net (DiMR): lowest resolution first
+            if target_mask is not None:
+                raise ValueError("batch['target_mask'] is not supported with a multi-resolution velocity net (DiMR)")
             fm = multiscale_flow_matching_loss(pred, point.velocity, self.velocity_net.loss_weights).mean()
         else:
-            fm = flow_matching_loss(pred, point.velocity).mean()
+            fm = flow_matching_loss(pred, point.velocity, target_mask).mean()
         total = fm + self.flow.kl_weight * kl + self.contrastive_weight * contrastive
         logs = {"loss": total.detach(), "loss_fm": fm.detach(), "loss_kl": kl.detach(),
                 "loss_clip": contrastive.detach(), "null_fraction": null.float().mean()}

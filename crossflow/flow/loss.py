@@ -7,9 +7,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def flow_matching_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Per-sample mean squared error over all non-batch dims: ``(B, ...) -> (B,)``."""
-    return (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+def flow_matching_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Per-sample mean squared error over all non-batch dims: ``(B, ...) -> (B,)``.
+
+    With ``mask`` (broadcastable to ``pred``, e.g. ``(B, 1, H, W)`` of valid depth pixels) the mean runs over
+    the valid elements only; a sample without any valid element contributes 0.
+    """
+    err = (pred.float() - target.float()).pow(2)
+    if mask is None:
+        return err.flatten(1).mean(dim=1)
+    weights = mask.to(err.dtype).expand_as(err).flatten(1)
+    return (err.flatten(1) * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 def info_nce(a: Tensor, b: Tensor, logit_scale: Tensor) -> Tensor:

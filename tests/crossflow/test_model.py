@@ -79,3 +79,31 @@ def test_contrastive_temperature_starts_at_its_init_and_is_learned_only_when_ask
     batch = {"source": torch.randn(4, 3, 4), "target": torch.randn(4, 1, 4, 4)}
     model(batch).loss.backward()
     assert model.logit_scale.requires_grad is learn and (model.logit_scale.grad is not None) is learn
+
+
+def test_target_mask_restricts_the_loss_to_valid_pixels():
+    cfg = CrossFlowModelConfig(source_encoder=TokenVEConfig(width=16, depth=1, num_heads=2, num_queries=2),
+                               velocity_net=DiTConfig(hidden_size=16, depth=1, num_heads=2))
+    cfg.contrastive.enabled = False
+    flow = FlowConfig(null_probability=0.5, source_recon_weight=1.0)
+    model = build_model(cfg, flow, source=TokenSpec(max_tokens=3, dim=4), target=ImageSpec(1, 4, 4))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    batch = {"source": torch.randn(8, 3, 4), "target": torch.randn(8, 1, 4, 4)}
+
+    def loss(**extra):
+        return model({**batch, **extra}, generator=torch.Generator().manual_seed(0)).logs
+
+    plain, all_valid = loss(), loss(target_mask=torch.ones(8, 1, 4, 4, dtype=torch.bool))
+    assert all(torch.equal(plain[k], all_valid[k]) for k in plain)  # an all-true mask changes nothing
+    mask = torch.zeros(8, 1, 4, 4, dtype=torch.bool)
+    mask[..., :2, :] = True  # the top half is valid
+    masked = loss(target_mask=mask)
+    assert torch.isfinite(masked["loss"]) and masked["loss_fm"] != plain["loss_fm"]
+    # invalid target pixels do not enter the reconstruction term (taken before the null roll)
+    changed = batch["target"].clone()
+    changed[..., 2:, :] = 100.0
+    again = model({"source": batch["source"], "target": changed, "target_mask": mask},
+                  generator=torch.Generator().manual_seed(0)).logs
+    torch.testing.assert_close(again["loss_recon"], masked["loss_recon"])

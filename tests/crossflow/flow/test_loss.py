@@ -38,3 +38,19 @@ def test_info_nce_is_low_for_matched_pairs_and_chance_for_random():
     assert float(info_nce(x, x, torch.tensor(math.log(100.0)))) < 1e-3
     y = torch.randn(32, 64)
     assert abs(float(info_nce(x, y, torch.tensor(0.0))) - math.log(32)) < 0.1
+
+
+def test_masked_flow_matching_loss_averages_over_valid_elements_only():
+    pred = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])  # (2, 1, 2, 2)
+    target = torch.zeros(2, 1, 2, 2)
+    mask = torch.tensor([[[[True, False], [True, False]]], [[[False, False], [False, False]]]])
+    # sample 0: (1² + 3²) / 2 valid pixels = 5; sample 1 has no valid pixel: 0
+    torch.testing.assert_close(flow_matching_loss(pred, target, mask), torch.tensor([5.0, 0.0]))
+    # a one-channel mask covers every channel; an all-true mask is the plain mean
+    pred3, target3 = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(flow_matching_loss(pred3, target3, torch.ones(2, 1, 4, 4, dtype=torch.bool)),
+                               flow_matching_loss(pred3, target3))
+    half = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    half[..., :2] = True
+    torch.testing.assert_close(flow_matching_loss(pred3, target3, half),
+                               (pred3 - target3)[..., :2].pow(2).flatten(1).mean(1))
