@@ -3,8 +3,11 @@
 Definitions (over valid pixels: ``gt > 0`` and the mask):
 ``abs_rel = mean(|p − g| / g)``, ``sq_rel = mean((p − g)² / g)``, ``rmse = sqrt(mean((p − g)²))``,
 ``rmse_log = sqrt(mean((ln p − ln g)²))``, ``log10 = mean(|log10 p − log10 g|)``,
-``delta_k = mean(max(p / g, g / p) < 1.25^k)``.
-Log measures need positive predictions; predictions are clipped to ``min_depth`` first.
+``delta_k = mean(max(p / g, g / p) < 1.25^k)``; the zero-shot benchmarks
+(:mod:`tasks.depth.benchmarks`) add ``i_rmse = sqrt(mean((1/p − 1/g)²))`` and
+``silog_rmse = 100·sqrt(mean(e²) − mean(e)²)``, ``e = ln p − ln g`` (Marigold's ``src/util/metric.py``).
+:func:`pixel_metrics` computes all ten from the valid pixels' values.
+Log measures need positive predictions; :func:`depth_metrics` clips predictions to ``min_depth`` first.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 METRIC_KEYS: tuple[str, ...] = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3")
+BENCHMARK_METRIC_KEYS: tuple[str, ...] = METRIC_KEYS + ("i_rmse", "silog_rmse")
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -57,19 +61,40 @@ def depth_metrics(pred: Any, gt: Any, valid_mask: Optional[Any] = None, *, min_d
     valid = _valid(g, valid_mask)
     if not valid.any():
         raise ValueError("depth_metrics: no valid pixel (gt > 0 and mask)")
-    p, g = np.maximum(p[valid], min_depth), g[valid]
+    out = pixel_metrics(np.maximum(p[valid], min_depth), g[valid])
+    return {k: out[k] for k in METRIC_KEYS}
+
+
+def pixel_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """All ten depth metrics of one image from its valid pixels' values (no masking, no clipping here).
+
+    Args:
+        pred: ``(N,)`` positive predicted depths of the valid pixels.
+        gt: ``(N,)`` positive ground-truth depths of the same pixels.
+
+    Returns:
+        The keys of :data:`BENCHMARK_METRIC_KEYS` as floats (computed in float64). ``delta_k`` counts
+        ``max(p/g, g/p) < 1.25^k`` strictly; ``silog_rmse`` is scaled by 100 as in Marigold and BTS.
+    """
+    p, g = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if p.shape != g.shape or p.ndim != 1 or p.size == 0:
+        raise ValueError(f"pixel_metrics needs two non-empty 1-D arrays of equal length, got {p.shape} and {g.shape}")
     diff = p - g
     ratio = np.maximum(p / g, g / p)
+    log_diff = np.log(p) - np.log(g)
     out = {
         "abs_rel": np.mean(np.abs(diff) / g),
         "sq_rel": np.mean(diff**2 / g),
         "rmse": np.sqrt(np.mean(diff**2)),
-        "rmse_log": np.sqrt(np.mean((np.log(p) - np.log(g)) ** 2)),
+        "rmse_log": np.sqrt(np.mean(log_diff**2)),
         "log10": np.mean(np.abs(np.log10(p) - np.log10(g))),
+        "i_rmse": np.sqrt(np.mean((1.0 / p - 1.0 / g) ** 2)),
+        # a variance: rounding can make it a hair negative for a perfect prediction
+        "silog_rmse": 100.0 * np.sqrt(max(np.mean(log_diff**2) - np.mean(log_diff) ** 2, 0.0)),
     }
     for k in (1, 2, 3):
         out[f"delta{k}"] = np.mean(ratio < 1.25**k)
-    return {k: float(out[k]) for k in METRIC_KEYS}
+    return {k: float(out[k]) for k in BENCHMARK_METRIC_KEYS}
 
 
 def align_scale_shift(pred: Any, gt: Any, valid_mask: Optional[Any] = None) -> np.ndarray:
