@@ -61,33 +61,41 @@ def _as_uint8_chw(item: Any) -> Tensor:
                      "uint8 array or a (3, H, W) tensor)")
 
 
+def _size(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    h, w = size
+    return (int(h), int(w))
+
+
 class ImageProcessor:
-    """Image inputs → the model's source ``(B, 3, size, size)`` in [-1, 1].
+    """Image inputs → the model's source ``(B, 3, H, W)`` in [-1, 1].
 
     Each image is brought to ``input_size`` (PIL bicubic, only when its size differs), then, when
-    ``input_size < size``, upsampled to ``size`` with plain bicubic interpolation (super-resolution's
-    source is the upsampled low-res image).
+    ``input_size`` is smaller than ``size``, upsampled to ``size`` with plain bicubic interpolation
+    (super-resolution's source is the upsampled low-res image).
 
     Args:
-        size: side of the model's source.
-        input_size: side the images are taken at (default ``size``; super-resolution: the low-res side).
+        size: ``(H, W)`` of the model's source, or one side for a square.
+        input_size: size the images are taken at (default ``size``; super-resolution: the low-res size).
     """
 
-    def __init__(self, size: int, input_size: Optional[int] = None) -> None:
-        self.size, self.input_size = size, input_size or size
+    def __init__(self, size: int | Sequence[int], input_size: Optional[int | Sequence[int]] = None) -> None:
+        self.size = _size(size)
+        self.input_size = _size(input_size) if input_size is not None else self.size
 
     def load_images(self, paths: Sequence[str | Path]) -> list[np.ndarray]:
         """Read image files as ``(H, W, 3)`` uint8 (a missing or corrupt file raises, naming it)."""
         return [load_image(path) for path in paths]
 
     def to_uint8(self, inputs: Sequence[Any]) -> Tensor:
-        """Inputs → ``(B, 3, input_size, input_size)`` uint8 (what the model is shown, before upsampling)."""
+        """Inputs → ``(B, 3, *input_size)`` uint8 (what the model is shown, before upsampling)."""
         out = []
+        h, w = self.input_size
         for item in inputs:
             image = _as_uint8_chw(item)
-            if tuple(image.shape[1:]) != (self.input_size, self.input_size):
-                pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((self.input_size, self.input_size),
-                                                                             Image.BICUBIC)
+            if tuple(image.shape[1:]) != (h, w):
+                pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((w, h), Image.BICUBIC)
                 image = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
             out.append(image)
         if not out:
@@ -97,7 +105,7 @@ class ImageProcessor:
     def __call__(self, inputs: Sequence[Any], device: torch.device | str) -> Source:
         images = self.to_uint8(inputs)
         if self.input_size != self.size:
-            return Source(upsample_bicubic(images, (self.size, self.size)).to(device))
+            return Source(upsample_bicubic(images, self.size).to(device))
         return Source((images.float() / 127.5 - 1.0).to(device))
 
 
