@@ -10,9 +10,12 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=["crossflow", "crossflow.*", "tasks", "tasks.*"]),
+    # configs/ ships as the package data crossflow._configs, so `crossflow train t2i/toy` finds it anywhere
+    # (crossflow/config_names.py).
+    packages=find_packages(include=["crossflow", "crossflow.*", "tasks", "tasks.*"]) + ["crossflow._configs"],
+    package_dir={"crossflow._configs": "configs"},
     include_package_data=True,
-    package_data={"": ["*.yaml"]},
+    package_data={"": ["*.yaml"], "crossflow._configs": ["*.yaml", "**/*.yaml"]},
     install_requires=[
         "torch>=2.4",
         "accelerate>=1.0",

@@ -1,39 +1,37 @@
-"""The ``crossflow`` command: train, sample, eval, demo, extract, params.
+"""The ``crossflow`` command: train, sample, eval, demo, extract, params, plot.
 
 Config and user errors end with one line on stderr and a non-zero exit code, no traceback
-(set ``CROSSFLOW_DEBUG=1`` to see it).
+(set ``CROSSFLOW_DEBUG=1`` to see it); Python warnings print as one line each.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from crossflow.cli_sampling import add_generation_options, add_parsers as add_sampling_parsers
-from crossflow.cli_sampling import cmd_arithmetic, cmd_interpolate, cmd_sample, generation_overrides
-from crossflow.config import ConfigError, describe, parse_overrides
+from crossflow.cli_sampling import check_device, cmd_arithmetic, cmd_interpolate, cmd_sample, generation_overrides
+from crossflow.config import ConfigError, parse_overrides
 
 log = logging.getLogger("crossflow")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO_ROOT / "configs" / "t2i" / "toy.yaml"
+DEMO_CONFIG = "t2i/toy"  # a shipped config name (crossflow/config_names.py): works outside the clone too
 
 
-def _options_epilog() -> str:
-    from crossflow.schema import ExperimentConfig
+def _options_epilog(config: str | None = None) -> str:
+    """Every config key of ``train --help``; with ``config`` (``train CONFIG --help``) its task's keys too."""
+    from crossflow.cli_help import config_keys_epilog
 
-    rows = [r for r in describe(ExperimentConfig) if not r[0].startswith("task")]
-    width = max(len(r[0]) for r in rows)
-    lines = ["config keys (override any as key=value; the task section is the adapter's, see its config):"]
-    lines += [f"  {key:<{width}}  {typ} = {default}  {help_}" for key, typ, default, help_ in rows]
-    return "\n".join(lines)
+    return config_keys_epilog(config)
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(help_config: str | None = None) -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="crossflow", description="Cross-modal flow matching (CrossFlow).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -41,7 +39,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from a YAML config", formatter_class=fmt,
                        description="Train a CrossFlow model. Checkpoints, metrics.jsonl, previews and the "
-                                   "inference export go to the run directory.", epilog=_options_epilog())
+                                   "inference export go to the run directory.", epilog=_options_epilog(help_config))
     p.add_argument("config", nargs="?", help="YAML config, e.g. configs/t2i/toy.yaml (optional with --resume)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.max_steps=200")
     p.add_argument("--run-dir", help="output directory (default: runs/<config name>); a directory that already holds "
@@ -53,6 +51,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start over in a --run-dir that holds a run (deletes it "
                                                              "once the new run has started)")
     p.add_argument("--eval", action="store_true", help="evaluate the EMA model on held-out data after training")
+    p.add_argument("--smoke", action="store_true",
+                   help="shrink the config to a short CPU run that learns (tiny VE/velocity net/contrastive tower, "
+                        "batch 16, 200 steps, warm-up 10, EMA warm-up, lr >= 5e-4, no workers, fp32); the task "
+                        "section and your key=value overrides are kept (docs/configs.md, 'Smoke runs')")
 
     add_sampling_parsers(sub)  # sample, interpolate, arithmetic
 
@@ -61,9 +63,31 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="run directory or export directory")
     p.add_argument("--out", help="output directory (default: MODEL/eval)")
     p.add_argument("--num", type=int, help="evaluate only the first N held-out items")
+    p.add_argument("--benchmark", help="score on a benchmark of the field instead of the held-out data (depth: "
+                                       "nyu_v2, kitti, eth3d, scannet, diode, in Marigold's layout and protocol)")
+    p.add_argument("--data", help="--benchmark: the dataset directory or .tar")
+    p.add_argument("--filenames", help="--benchmark: the dataset's filename list")
+    p.add_argument("--ensemble", type=int, help="--benchmark (depth): predictions per image from posterior samples, "
+                                                "combined Marigold-style (default: the model's task.ensemble)")
+    p.add_argument("--alignment", choices=["auto", "least_square", "least_square_disparity", "none"], default="auto",
+                   help="--benchmark (depth): auto = least squares for affine-invariant models (zero-shot, toy), "
+                        "none for in-domain metric models")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="overrides of the saved config, e.g. task.metrics.inception_weights=PATH (t2i FID/CLIP)")
     add_generation_options(p)
+
+    p = sub.add_parser("toy-data", help="write toy scenes in a real dataset's on-disk format (to smoke-test a pipeline)",
+                       description="Toy-world scenes written in the format the field distributes a dataset in, so the "
+                                   "real data path (readers, training, benchmark evaluation) runs end to end on a CPU. "
+                                   "Formats come from the registered tasks (`crossflow toy-data --list`).")
+    p.add_argument("format", nargs="?", help="format name, e.g. nyu, kitti, hypersim")
+    p.add_argument("out", nargs="?", help="output directory")
+    p.add_argument("--num", type=int, help="scenes to write (default: the writer's)")
+    p.add_argument("--seed", type=int, help="scene seed (default 0)")
+    p.add_argument("--resolution", help="size the scenes are written at: one side (evaluation formats: the render "
+                                        "size) or HxW (training formats), e.g. 120x160")
+    p.add_argument("--tar", action="store_true", help="write a .tar (members with a ./ prefix) where the format has one")
+    p.add_argument("--list", action="store_true", help="list the formats and exit")
 
     p = sub.add_parser("demo", help="train, sample and evaluate the toy text-to-image model on a CPU",
                        description="The main job on the built-in toy world: trains configs/t2i/toy.yaml, samples "
@@ -71,7 +95,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/demo", help="output directory (default outputs/demo)")
     p.add_argument("--overwrite", action="store_true", help="start over when --out already holds a demo run "
                                                              "(`make demo` passes it)")
-    p.add_argument("--config", default=str(DEMO_CONFIG), help="config to run (default: configs/t2i/toy.yaml)")
+    p.add_argument("--config", default=DEMO_CONFIG, help="config to run, a file or a shipped name (default: t2i/toy)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
 
     p = sub.add_parser("extract", add_help=False,
@@ -81,6 +105,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("params", help="build a config's model on the meta device (no memory) and count parameters")
     p.add_argument("config", help="YAML config")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    p = sub.add_parser("plot", help="draw the loss curves of one or several runs into one PNG",
+                       description="Read each run's metrics.jsonl and draw one panel per metric, one colour per "
+                                   "run (faint: the logged values; solid: their moving average).")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directory (or its metrics.jsonl)")
+    p.add_argument("--out", default="outputs/loss.png", help="PNG to write (default outputs/loss.png)")
+    p.add_argument("--keys", help="comma-separated metrics, e.g. loss,loss_fm,grad_norm; 'all' for every logged "
+                                  "number (default: loss and every loss_* term)")
+    p.add_argument("--smooth", type=float, default=0.9, help="moving-average factor in [0, 1) (default 0.9)")
     p = sub.add_parser("convert-official", help="convert a released CrossFlow .pth into our export (for sample/eval)",
                        description="Load an official CrossFlow checkpoint (DiMR or DiT) into the model of --config "
                                    "(configs/t2i/official/*.yaml) and write OUT/model.safetensors + config.yaml; the "
@@ -97,10 +129,65 @@ def _evaluate(model_dir: str | Path, out: Path, args: argparse.Namespace, overri
     """Load a model into the pipeline and run its task's evaluator with the command line's sampling options."""
     from crossflow.pipeline import Pipeline
 
-    device = getattr(args, "device", None) or None
+    device = check_device(getattr(args, "device", None))  # one line naming --device, before anything loads
     pipe = Pipeline.from_pretrained(model_dir, device=device, overrides=overrides)
     options = pipe.options(**generation_overrides(args))
-    return pipe.task.evaluator().evaluate(pipe, out, num=getattr(args, "num", None), options=options)
+    evaluator = pipe.task.evaluator()
+    if getattr(args, "benchmark", None):
+        from crossflow.task import BenchmarkEvaluator
+
+        if not isinstance(evaluator, BenchmarkEvaluator):
+            raise ValueError(f"--benchmark: task {pipe.task.name!r} has no benchmarks")
+        if args.benchmark not in evaluator.benchmarks():
+            raise ValueError(f"--benchmark {args.benchmark!r}: unknown; valid: {', '.join(evaluator.benchmarks())}")
+        if not args.data or not args.filenames:
+            raise ValueError("--benchmark needs --data (directory or .tar) and --filenames (the filename list)")
+        alignment = None if args.alignment == "none" else args.alignment
+        return evaluator.evaluate_benchmark(pipe, args.benchmark, data=args.data, filenames=args.filenames,
+                                            out_dir=out / args.benchmark, num=args.num, options=options,
+                                            ensemble=args.ensemble, alignment=alignment)
+    return evaluator.evaluate(pipe, out, num=getattr(args, "num", None), options=options)
+
+
+def toy_data_writers() -> dict[str, tuple[str, Any]]:
+    """``{format: (task name, writer)}`` over the registered tasks that write toy data."""
+    from crossflow.registry import load_task_class, registered_tasks
+    from crossflow.task import ToyDataFormats
+
+    writers: dict[str, tuple[str, Any]] = {}
+    for name in sorted(registered_tasks()):
+        cls = load_task_class(name)
+        if isinstance(cls, ToyDataFormats):
+            for fmt, writer in cls.toy_data_formats().items():
+                writers.setdefault(fmt, (name, writer))
+    return writers
+
+
+def cmd_toy_data(args: argparse.Namespace) -> dict:
+    """Write toy scenes in a real dataset's format (``crossflow toy-data FORMAT OUT``)."""
+    writers = toy_data_writers()
+    if args.list or not args.format:
+        return {fmt: task for fmt, (task, _) in writers.items()}
+    if args.format not in writers:
+        raise ValueError(f"unknown toy-data format {args.format!r}; valid: {', '.join(writers)}")
+    if not args.out:
+        raise ValueError("give the output directory: crossflow toy-data FORMAT OUT")
+    kwargs: dict[str, Any] = {k: v for k, v in (("num", args.num), ("seed", args.seed)) if v is not None}
+    if args.resolution:
+        try:
+            parts = [int(x) for x in args.resolution.lower().split("x")]
+        except ValueError:
+            raise ValueError(f"--resolution {args.resolution!r}: give one side (32) or HxW (120x160)") from None
+        kwargs["resolution"] = parts[0] if len(parts) == 1 else tuple(parts)
+    if args.tar:
+        kwargs["tar"] = True
+    task, writer = writers[args.format]
+    try:
+        summary = writer(args.out, **kwargs)
+    except TypeError as exc:  # an option this format does not take
+        raise ValueError(f"toy-data {args.format}: {exc}") from None
+    summary = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else summary
+    return {"format": args.format, "task": task, "out": args.out, **summary}
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
@@ -119,7 +206,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
     if args.resume:
         cfg, task_cls = resume_config(run_dir, config, overrides)
     else:  # a used --run-dir is refused by the Trainer, before anything is built
-        cfg, task_cls = load_experiment(config, overrides)
+        cfg, task_cls = load_experiment(config, overrides, smoke=args.smoke)
     result = Trainer(cfg, task_cls(cfg), run_dir, resume=args.resume, overwrite=args.overwrite).fit()
     summary = {"step": result.step, "run_dir": str(run_dir), "export": str(result.export_dir),
                "samples_per_s": round(result.samples_per_second, 1), "final_loss": result.final_loss}
@@ -137,8 +224,6 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     from crossflow.registry import load_experiment
     from crossflow.train.trainer import Trainer
 
-    if not Path(args.config).is_file():
-        raise FileNotFoundError(f"demo config {args.config} not found (run from a source checkout)")
     start = time.time()
     out = Path(args.out)
     cfg, task_cls = load_experiment(args.config, args.overrides)
@@ -177,6 +262,14 @@ def cmd_params(args: argparse.Namespace) -> dict:
     return config_parameter_counts(args.config, args.overrides)
 
 
+def cmd_plot(args: argparse.Namespace) -> dict:
+    from crossflow.train.plots import plot_runs
+
+    keys = None if args.keys is None else [k.strip() for k in args.keys.split(",") if k.strip()]
+    out = plot_runs(args.runs, args.out, keys=keys, smooth=args.smooth)
+    return {"plot": str(out), "runs": list(args.runs)}
+
+
 def cmd_convert_official(args: argparse.Namespace) -> dict:
     from crossflow.official import convert_official_checkpoint
 
@@ -184,12 +277,28 @@ def cmd_convert_official(args: argparse.Namespace) -> dict:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
-            "extract": cmd_extract, "params": cmd_params,
+            "extract": cmd_extract, "params": cmd_params, "plot": cmd_plot, "toy-data": cmd_toy_data,
             "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic, "convert-official": cmd_convert_official}
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings as one line, ``crossflow: warning: MESSAGE`` (no source path, no source line)."""
+    text = " ".join(str(message).split()) or category.__name__
+    print(f"crossflow: warning: {text}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _build_parser()
+    import warnings
+
+    from crossflow.cli_help import help_config
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    with warnings.catch_warnings():  # restores the previous hook when main returns (tests call it repeatedly)
+        warnings.showwarning = _warning_line
+        return _main(argv, _build_parser(help_config(argv)))
+
+
+def _main(argv: list[str], parser: argparse.ArgumentParser) -> int:
     # Overrides may come after options (``train CFG --run-dir D a.b=1``), which argparse cannot
     # interleave with a positional list: collect stray key=value tokens here.
     args, extra = parser.parse_known_args(argv)

@@ -4,13 +4,16 @@ All three go through :class:`~crossflow.pipeline.Pipeline`. ``sample`` runs unde
 ``torchrun`` as well as alone: the inputs are split between the processes (each writes its own
 ``NNNN.*`` under the shared output folder, numbered by the input's global index, whose noise is seeded
 by that index, so the images do not depend on the number of processes) and rank 0 writes the index
-(``prompts.jsonl`` or ``inputs.jsonl``) and ``grid.png``. The other two act on the source latent ``z0``
-of a CrossFlow model before the ODE (see :mod:`crossflow.latent_ops`).
+(``prompts.jsonl`` or ``inputs.jsonl``) and ``grid.png``. Several samples per input (``--num`` > 1) start
+from posterior draws of ``z0`` unless ``--z0`` says otherwise, so they differ; one sample per input starts
+from the model's ``sample.z0`` (the VE mean by default). The other two commands act on the source latent
+``z0`` of a CrossFlow model before the ODE (see :mod:`crossflow.latent_ops`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -27,7 +30,8 @@ def add_generation_options(q: argparse.ArgumentParser) -> None:
     q.add_argument("--steps", type=int, help="ODE solver steps (default: the model's sample.steps)")
     q.add_argument("--solver", choices=SOLVERS, help="ODE solver (default: the model's sample.solver)")
     q.add_argument("--guidance", type=float, help="CFG scale; 1 disables guidance (default: the model's sample.guidance)")
-    q.add_argument("--z0", choices=["mean", "sample"], help="start from the VE mean or a posterior sample "
+    q.add_argument("--z0", choices=["mean", "sample"], help="start from the VE mean (one image per input: the "
+                                                            "best quality) or a posterior sample, seeded per image "
                                                             "(default: the model's sample.z0)")
     q.add_argument("--temperature", type=float, help="posterior noise scale when --z0 sample "
                                                      "(default: the model's sample.temperature)")
@@ -35,7 +39,8 @@ def add_generation_options(q: argparse.ArgumentParser) -> None:
                                             "(default: the model's sample.seed)")
     q.add_argument("--batch-size", type=int, help="samples per forward batch; does not change the results "
                                                   "(default: the model's sample.batch_size)")
-    q.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    q.add_argument("--device", default=None, help="torch device, checked against this machine (default: cuda if "
+                                                  "available, else cpu)")
 
 
 def generation_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,9 +61,17 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("model", help="run directory or export directory")
     p.add_argument("--input", action="append", default=[], help="an input file, e.g. an image (repeatable)")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
-    p.add_argument("--prompts-file", help="text file with one prompt per line")
-    p.add_argument("--num", type=int, default=1, help="samples per prompt or input (default 1)")
+    p.add_argument("--prompts-file", help="text file with one prompt per line; blank lines and lines starting "
+                                          "with # are skipped")
+    p.add_argument("--num", type=int, default=1, help="samples per prompt or input (default 1). With --num > 1 "
+                                                      "and no --z0, each sample starts from its own posterior "
+                                                      "draw of z0 (--z0 sample, seeded by (seed, index)), so "
+                                                      "the samples differ; --z0 mean gives the single "
+                                                      "best-quality image (the VE mean) --num times")
     p.add_argument("--out", default="outputs/samples", help="output directory (default outputs/samples)")
+    p.add_argument("--show-defaults", action="store_true",
+                   help="print the model's sample config and the options this command line resolves to, "
+                        "then exit without generating")
     add_generation_options(p)
 
     p = sub.add_parser("interpolate", help="images along the line between two prompts' z0",
@@ -89,20 +102,59 @@ def add_parsers(sub: Any) -> None:
     add_generation_options(p)
 
 
+def read_prompt_lines(path: str | Path, what: str = "--prompts-file") -> list[str]:
+    """The prompts of a text file: one per line, stripped; blank lines and ``#`` comment lines skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def _read_prompts(args: argparse.Namespace) -> list[str]:
     prompts = list(args.prompt)
     if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--prompts-file {path} does not exist")
-        prompts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompts += read_prompt_lines(args.prompts_file)
     return prompts
 
 
-def _device(name: str | None) -> str:
+def available_devices() -> list[str]:
+    """The torch devices this machine can run on (``cpu``, ``cuda:N`` for each visible GPU, ``mps``)."""
     import torch
 
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+    found = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_device(name: str | None) -> str:
+    """``--device``: ``name`` checked against this machine, or ``cuda`` when visible, else ``cpu``.
+
+    Raises:
+        ValueError: ``name`` is not a torch device, or this machine cannot run on it (naming what it can).
+    """
+    import torch
+
+    if not name:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    available = ", ".join(available_devices())
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a torch device; available here: {available}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"--device {name}: {why} (torch {torch.__version__}); available here: {available}")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible; "
+                             f"available here: {available}")
+    elif device.type != "cpu" and name not in available_devices():
+        backend = getattr(torch, device.type, None)
+        if not callable(getattr(backend, "is_available", None)) or not backend.is_available():
+            raise ValueError(f"--device {name}: not available on this machine; available here: {available}")
+    return name
 
 
 def _text_pipeline(args: argparse.Namespace, what: str):
@@ -110,7 +162,7 @@ def _text_pipeline(args: argparse.Namespace, what: str):
     from crossflow.pipeline import Pipeline
     from crossflow.task import TakesText
 
-    pipe = Pipeline.from_pretrained(args.model, device=_device(args.device))
+    pipe = Pipeline.from_pretrained(args.model, device=check_device(args.device))
     if not isinstance(pipe.processor, TakesText):
         raise ValueError(f"task {pipe.task.name!r} does not take prompts; `crossflow {what}` needs a text-source task")
     return pipe
@@ -140,16 +192,47 @@ def _save_grid(groups: list[list[Any]], path: Path, per_row: int) -> None:
     save_grid(np.stack(tiles), path, nrow=per_row, upscale=max(1, 128 // w))
 
 
+def sample_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling options of ``crossflow sample``: those given, and ``z0=sample`` when ``--num > 1`` leaves
+    ``--z0`` out (several samples of one input must differ; ``--z0 mean`` asks for the single best image)."""
+    overrides = generation_overrides(args)
+    if overrides["z0"] is None and args.num > 1:
+        overrides["z0"] = "sample"
+    return overrides
+
+
+def _show_defaults(args: argparse.Namespace) -> dict:
+    """``sample --show-defaults``: the model's ``sample`` config and what this command line makes of it
+    (reads the saved config only; no weights, no language model)."""
+    from crossflow.config import from_dict, load_yaml, to_dict
+    from crossflow.pipeline import resolve_weights
+    from crossflow.registry import experiment_from_dict
+    from crossflow.schema import SampleConfig
+
+    _, config_path = resolve_weights(args.model)
+    cfg, _ = experiment_from_dict(load_yaml(config_path))
+    given = {k: v for k, v in sample_overrides(args).items() if v is not None}
+    resolved = from_dict(SampleConfig, to_dict(cfg.sample) | given, path="sample")
+    return {"config": str(config_path), "model_sample_config": to_dict(cfg.sample),
+            "this_command": to_dict(resolved), "given": given,
+            "num_rule": "with --num > 1 and no --z0, z0 = sample (seeded per image); --z0 mean: the VE mean"}
+
+
+def _check_out(out: Path) -> bool:
+    """Refuse an ``--out`` that is a file; return whether the folder exists already."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give a directory")
+    return out.exists()
+
+
 def cmd_sample(args: argparse.Namespace) -> dict:
-    """Generate ``--num`` outputs per prompt or input file, split over all launched processes."""
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
+    """Generate ``--num`` outputs per prompt or input file, split over all launched processes.
 
-    from crossflow.pipeline import Pipeline
-    from crossflow.config import to_dict
-    from crossflow.task import CachesInputs, TakesImages, TakesText
-
+    Every input and option is checked before the model or a language model loads; a failed run removes
+    the ``--out`` folder it created if it is still empty.
+    """
+    if args.show_defaults:
+        return _show_defaults(args)
     prompts = _read_prompts(args)
     if args.input and prompts:
         raise ValueError("give either --input files or prompts, not both")
@@ -157,10 +240,35 @@ def cmd_sample(args: argparse.Namespace) -> dict:
         raise ValueError("nothing to sample: give --prompt TEXT (repeatable), --prompts-file FILE or --input FILE")
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
-    state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
+    for path in args.input:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--input {path} does not exist")
+    device = check_device(args.device)
+    out = Path(args.out)
+    existed = _check_out(out)
+    try:
+        return _sample(args, prompts, device, out)
+    except BaseException:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            with contextlib.suppress(OSError):  # another process may have removed or filled it
+                out.rmdir()  # leave no empty folder behind
+        raise
+
+
+def _sample(args: argparse.Namespace, prompts: list[str], device: str, out: Path) -> dict:
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from crossflow.config import to_dict
+    from crossflow.pipeline import Pipeline, resolve_weights
+    from crossflow.task import CachesInputs, TakesImages, TakesText
+
+    resolve_weights(args.model)  # a wrong path is named before accelerate starts
+    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
     device = args.device if args.device and state.num_processes == 1 else str(state.device)
     pipe = Pipeline.from_pretrained(args.model, device=device)
-    options = pipe.options(**generation_overrides(args))
+    options = pipe.options(**sample_overrides(args))  # validated here, before a language model loads
     processor = pipe.processor
     if prompts:
         if not isinstance(processor, TakesText):
@@ -179,22 +287,22 @@ def cmd_sample(args: argparse.Namespace) -> dict:
         if state.is_main_process:  # fill the cache once (it takes one writer at a time)
             processor.fill_cache(list(items))
         state.wait_for_everyone()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     width = max(4, len(str(len(expanded) - 1)))  # file names sort in input order
     records, shown = [], []
     with state.split_between_processes(list(range(len(expanded)))) as mine:
         for start in range(0, len(mine), options.batch_size):  # generate and write batch by batch
             chunk = mine[start:start + options.batch_size]
             output = pipe([expanded[i][1] for i in chunk], options=options, first_index=chunk[0])
+            out.mkdir(parents=True, exist_ok=True)
             saved = output.save(out, [f"{i:0{width}d}" for i in chunk])
-            records += [(i, {key: expanded[i][0]} | rec) for i, rec in zip(chunk, saved)]
+            records += [(i, {key: expanded[i][0], "index": i} | rec) for i, rec in zip(chunk, saved)]
             groups = _sample_tiles(output, None if shown_inputs is None else [expanded[i][1] for i in chunk])
             shown += [(i, group) for i, group in zip(chunk, groups) if i < GRID_ITEMS]
     if state.num_processes > 1:
         records, shown = gather_object(records), gather_object(shown)
+    settings = to_dict(options)
     if state.is_main_process:
-        settings = to_dict(options)
+        out.mkdir(parents=True, exist_ok=True)
         with open(out / index_name, "w", encoding="utf-8") as fh:
             for _, rec in sorted(records, key=lambda r: r[0]):
                 fh.write(json.dumps(rec | {"settings": settings}) + "\n")
@@ -202,7 +310,9 @@ def cmd_sample(args: argparse.Namespace) -> dict:
         per_row = len(groups[0]) * args.num if args.num > 1 else None
         _save_grid(groups, out / "grid.png", per_row or (len(groups[0]) * 4 if shown_inputs is not None else None))
     state.wait_for_everyone()
-    return {"outputs": len(expanded), "processes": state.num_processes, "out": str(out)}
+    z0_from = "--z0" if args.z0 else "--num > 1 (--z0 mean for the VE mean)" if args.num > 1 else "the model's sample.z0"
+    return {"outputs": len(expanded), "processes": state.num_processes, "out": str(out), "settings": settings,
+            "z0_from": z0_from}
 
 
 def _write_meta(path: Path, meta: dict) -> None:

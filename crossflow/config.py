@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import re
 import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -29,6 +30,22 @@ _UNIONS = (Union, types.UnionType)
 
 class ConfigError(ValueError):
     """Invalid configuration; the message names the dotted key and what would be valid."""
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with YAML 1.2 booleans: only true/false (any case) are booleans; yes/no/on/off (YAML
+    1.1 booleans) are strings, so a Literal or str field gets the word the user typed (``mixed_precision=no``)."""
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+                                   for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def read_yaml_text(text: str) -> Any:
+    """Parse YAML text as configs are read: safe types, YAML 1.2 booleans (only true/false)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 def _join(path: str, key: Any) -> str:
@@ -188,6 +205,8 @@ def _convert(tp: Any, value: Any, path: str, f: dataclasses.Field | None = None)
     elif isinstance(tp, type):  # int, bool, str and other plain classes; bool is not an int here
         if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
             return value
+        if tp is bool and isinstance(value, str) and value.lower() in ("yes", "no", "on", "off"):
+            raise ConfigError(f"{path or '<root>'}: expected bool (true or false), got str {_short(value)}")
     else:
         raise TypeError(f"{path}: unsupported annotation {tp!r}")
     raise _mismatch(path, tp, value)
@@ -249,14 +268,18 @@ def to_dict(obj: Any) -> Any:
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML file whose top level is a mapping (an empty file gives ``{}``).
 
+    ``path`` that is not a file may name a shipped config (``t2i/toy``; :func:`crossflow.config_names.find_config`).
+
     Raises:
         ConfigError: If the file is missing, unreadable, not valid YAML or not a mapping.
     """
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+        from crossflow.config_names import find_config  # imports this module
+
+        p = find_config(p)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = read_yaml_text(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{p}: cannot read config file: {err}") from err
     except yaml.YAMLError as err:
@@ -267,7 +290,7 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def parse_overrides(items: Iterable[str]) -> list[tuple[str, Any]]:
-    """Parse ``KEY=VALUE`` strings; values go through ``yaml.safe_load`` (``a=`` gives ``""``).
+    """Parse ``KEY=VALUE`` strings; values are read as YAML (:func:`read_yaml_text`; ``a=`` gives ``""``).
 
     Raises:
         ConfigError: Naming the offending item if it has no ``=``, an empty key segment or bad YAML.
@@ -280,7 +303,7 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[str, Any]]:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE with a dotted key, "
                               "e.g. train.max_steps=1000")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = read_yaml_text(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from err
         out.append((key, value))

@@ -9,6 +9,7 @@ is imported directly (handy for a task that is not installed).
 from __future__ import annotations
 
 import importlib
+import logging
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from crossflow.config import ConfigError, apply_overrides, from_dict, load_yaml, parse_overrides
 from crossflow.schema import ExperimentConfig
 from crossflow.task import Task
+
+log = logging.getLogger(__name__)
 
 #: Entry-point group of task adapters.
 ENTRY_POINT_GROUP = "crossflow.tasks"
@@ -68,9 +71,19 @@ def experiment_from_dict(raw: dict[str, Any]) -> tuple[ExperimentConfig, type[Ta
     return cfg, task_cls
 
 
-def load_experiment(path: str | Path, overrides: list[str] = ()) -> tuple[ExperimentConfig, type[Task]]:
-    """YAML file (+ ``key=value`` overrides) → validated config and its task adapter class."""
-    raw = apply_overrides(load_yaml(path), parse_overrides(list(overrides)))
+def load_experiment(path: str | Path, overrides: list[str] = (), *,
+                    smoke: bool = False) -> tuple[ExperimentConfig, type[Task]]:
+    """YAML file or shipped config name (+ ``key=value`` overrides) → validated config and its task adapter class.
+
+    ``smoke`` shrinks the config to a short CPU run (:mod:`crossflow.smoke`); the overrides still win.
+    """
+    pairs = parse_overrides(list(overrides))
+    raw = apply_overrides(load_yaml(path), pairs)
+    if smoke:
+        from crossflow.smoke import apply_smoke
+
+        raw, changes = apply_smoke(raw, pairs)
+        log.info("--smoke: %s", "; ".join(changes) or "nothing to shrink")
     return experiment_from_dict(raw)
 
 

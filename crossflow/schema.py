@@ -279,9 +279,17 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the model's compile_modules() in place: the velocity network of "
                               "CrossFlow and of the baseline, the encoder and decoder of the text VAE (slow first steps)")
     cpu: bool = _f(False, "force the CPU even when a GPU is visible")
-    tensorboard: bool = _f(False, "also log scalars to TensorBoard (needs the tensorboard package)")
+    log_with: list[str] = _f([], "experiment trackers fed through accelerate, besides metrics.jsonl (always written, "
+                                 "needs nothing): tensorboard, wandb, comet_ml, aim, mlflow, clearml, dvclive, "
+                                 "swanlab, trackio or all; each needs its package. Local trackers write under "
+                                 "RUN_DIR/<project_name>")
+    project_name: str = _f("crossflow", "project name given to the trackers (accelerate's init_trackers); the run is "
+                                        "named after the run directory")
+    tensorboard: bool = _f(False, "deprecated: the same as log_with: [tensorboard]")
 
     def __post_init__(self) -> None:
+        if self.tensorboard and "tensorboard" not in self.log_with:  # configs written before log_with
+            self.log_with = [*self.log_with, "tensorboard"]
         if self.keep_checkpoints < 2:
             raise ValueError(f"keep_checkpoints must be at least 2, got {self.keep_checkpoints}")
         for name in ("batch_size", "grad_accum_steps", "max_steps", "log_every", "checkpoint_every"):
@@ -305,6 +313,15 @@ class SampleConfig:
     temperature: float = _f(1.0, "scale of the VE posterior noise when z0 = sample")
     batch_size: int = _f(100, "samples generated per forward batch")
     seed: int = _f(0, "seed of generation noise")
+
+    def __post_init__(self) -> None:  # checked when options are resolved, before any model runs
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0: the VE mean), got {self.temperature}")
 
 
 @dataclass

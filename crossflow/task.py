@@ -115,6 +115,28 @@ class Evaluator(Protocol):
 
 
 @runtime_checkable
+class BenchmarkEvaluator(Protocol):
+    """An evaluator that also scores a model on the field's benchmarks (``crossflow eval RUN --benchmark NAME``)."""
+
+    def benchmarks(self) -> list[str]:
+        """The benchmark names it knows."""
+
+    def evaluate_benchmark(self, pipe: "Pipeline", name: str, *, data: str | Path, filenames: str | Path,
+                           out_dir: Path, num: Optional[int] = None, options: Optional[SampleConfig] = None,
+                           **settings: Any) -> dict[str, Any]:
+        """Score ``pipe`` on benchmark ``name`` (data in the field's format); write ``metrics.json`` under ``out_dir``."""
+
+
+@runtime_checkable
+class ToyDataFormats(Protocol):
+    """A task (class) that writes toy scenes in the on-disk formats of its real datasets (``crossflow toy-data``)."""
+
+    @classmethod
+    def toy_data_formats(cls) -> dict[str, Any]:
+        """``{format name: writer(out_dir, *, num=..., seed=..., ...) -> summary}``."""
+
+
+@runtime_checkable
 class ExtractsFeatures(Protocol):
     """A task (class) with a feature extractor for ``crossflow extract CONFIG ...``."""
 
@@ -170,5 +192,5 @@ class Task(ABC):
         return build_model(self.config.model, self.config.flow, source=self.source_spec(), target=self.target_spec())
 
 
-__all__ = ["CachesInputs", "Codec", "Evaluator", "ExtractsFeatures", "PreparesBatches", "Source",
-           "SourceProcessor", "TakesImages", "TakesText", "Task"]
+__all__ = ["BenchmarkEvaluator", "CachesInputs", "Codec", "Evaluator", "ExtractsFeatures", "PreparesBatches", "Source",
+           "SourceProcessor", "TakesImages", "TakesText", "Task", "ToyDataFormats"]

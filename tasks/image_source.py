@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -78,11 +78,15 @@ class ImageProcessor:
     Args:
         size: ``(H, W)`` of the model's source, or one side for a square.
         input_size: size the images are taken at (default ``size``; super-resolution: the low-res size).
+        resize: ``(image (H, W, 3) uint8, (h, w)) -> (h, w, 3) uint8`` used instead of PIL bicubic (a task
+            resizes inference inputs as it resized its training images).
     """
 
-    def __init__(self, size: int | Sequence[int], input_size: Optional[int | Sequence[int]] = None) -> None:
+    def __init__(self, size: int | Sequence[int], input_size: Optional[int | Sequence[int]] = None,
+                 resize: Optional[Callable[[np.ndarray, tuple[int, int]], np.ndarray]] = None) -> None:
         self.size = _size(size)
         self.input_size = _size(input_size) if input_size is not None else self.size
+        self.resize = resize
 
     def load_images(self, paths: Sequence[str | Path]) -> list[np.ndarray]:
         """Read image files as ``(H, W, 3)`` uint8 (a missing or corrupt file raises, naming it)."""
@@ -95,8 +99,10 @@ class ImageProcessor:
         for item in inputs:
             image = _as_uint8_chw(item)
             if tuple(image.shape[1:]) != (h, w):
-                pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((w, h), Image.BICUBIC)
-                image = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
+                hwc = image.permute(1, 2, 0).numpy()
+                hwc = self.resize(hwc, (h, w)) if self.resize else np.asarray(Image.fromarray(hwc).resize((w, h),
+                                                                                                         Image.BICUBIC))
+                image = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1)
             out.append(image)
         if not out:
             raise ValueError("no input images given")

@@ -14,6 +14,18 @@ from helpers.synthetic_task import tiny_raw_config
 from helpers.tiny_models import make_tiny_clip, make_tiny_t5, make_tiny_vae
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache_in_tmp(tmp_path_factory):
+    """Point the user cache (``CROSSFLOW_CACHE_DIR``) at a session temp folder: tests never write ~/.cache.
+
+    Child processes inherit it through ``os.environ``.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        cache = tmp_path_factory.mktemp("user_cache")
+        mp.setenv("CROSSFLOW_CACHE_DIR", str(cache))
+        yield cache
+
+
 @pytest.fixture
 def tiny_config():
     """``make(**train) -> (cfg, task_cls)``: the synthetic task's tiny config with ``train`` overrides."""

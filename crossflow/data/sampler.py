@@ -8,6 +8,26 @@ import torch
 from torch.utils.data import Sampler
 
 
+def check_batch_fits(num_items: int, batch_size: int, num_processes: int = 1, grad_accum_steps: int = 1) -> None:
+    """Raise if the data cannot fill one micro-batch per process of the global ``train.batch_size``.
+
+    Each optimizer step takes ``grad_accum_steps`` micro-batches of ``batch_size / (num_processes ·
+    grad_accum_steps)`` on every process; the sampler needs at least one micro-batch per process.
+
+    Raises:
+        ValueError: naming ``train.batch_size`` as set, its split, the dataset size and the largest batch
+            that fits.
+    """
+    micro = batch_size // (num_processes * grad_accum_steps)
+    if num_items >= micro * num_processes:
+        return
+    fits = (num_items // num_processes) * num_processes * grad_accum_steps
+    fix = f"set train.batch_size to at most {fits}, or train on more data" if fits else "train on more data"
+    raise ValueError(f"train.batch_size={batch_size} is split over {num_processes} process(es) × "
+                     f"train.grad_accum_steps={grad_accum_steps} into micro-batches of {micro}, but the training data "
+                     f"has only {num_items} samples (fewer than one micro-batch per process): {fix}")
+
+
 class ResumableBatchSampler(Sampler[list[int]]):
     """Shuffled batches, a fresh permutation per epoch, sharded over processes, resumable.
 
@@ -25,8 +45,8 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
     def __init__(self, num_items: int, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if num_items < batch_size * world_size:
-            raise ValueError(f"dataset has {num_items} items, fewer than one global batch of "
-                             f"{batch_size * world_size}")
+            raise ValueError(f"the dataset has {num_items} items, fewer than one batch of {batch_size} per process "
+                             f"× {world_size} process(es)")
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self.batch = 0, 0

@@ -4,7 +4,10 @@ Shard ``k`` owns the input positions ``[k·S, (k+1)·S)``. A :class:`ShardAssemb
 records each pending shard expects; it collects one result per record (arrays, or the reason it
 was skipped) and writes a shard as soon as all its records have arrived. Shards that already have
 their marker are never planned again, so re-running an interrupted extraction continues where it
-stopped; with ``part=(i, n)`` several processes can share one output directory.
+stopped; with ``part=(i, n)`` several processes can share one output directory. A complete shard that
+the input has since grown into (records appended to the list) is written again with its old rows
+carried over (:func:`grown_shards`, :func:`read_shard_rows`), so a grown list is never reported complete
+with records missing.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from crossflow.data.feature_shards import INDEX, complete_shards, write_json, write_shard
+from crossflow.data.feature_shards import INDEX, complete_shards, shard_stem, write_json, write_shard
+
+#: Record fields that must be unchanged for a grown shard's old rows to be kept.
+_IDENTITY = ("img_path", "prompt")
 
 
 def plan_shards(num_positions: int, shard_size: int, done: Sequence[int], part: tuple[int, int] = (0, 1)) -> list[int]:
@@ -45,6 +51,44 @@ def check_resumable(root: str | Path, meta: dict[str, Any]) -> dict[int, dict[st
                              f"{json.dumps(old.get(diff))[:120]} vs now {json.dumps(meta.get(diff))[:120]}); "
                              "extract into an empty directory or re-run with the same settings")
     return done
+
+
+def shard_coverage(shard: dict[str, Any]) -> int:
+    """Input positions a complete shard accounts for: its rows plus its skipped records."""
+    return int(shard.get("count", 0)) + len(shard.get("skipped", []))
+
+
+def expected_coverage(k: int, num_positions: int, shard_size: int) -> int:
+    """Input positions shard ``k`` must account for when the input has ``num_positions`` records."""
+    return max(0, min(shard_size, num_positions - k * shard_size))
+
+
+def grown_shards(done: dict[int, dict[str, Any]], num_positions: int, shard_size: int,
+                 root: str | Path = "") -> list[int]:
+    """Complete shards that the input has grown into since they were written (records appended to the list).
+
+    Raises:
+        ValueError: a shard holds more positions than the input now has (the list shrank or was replaced).
+    """
+    grown = []
+    for k, shard in done.items():
+        have, want = shard_coverage(shard), expected_coverage(k, num_positions, shard_size)
+        if have > want:
+            raise ValueError(f"{root} holds shard {k} with input records up to position {k * shard_size + have - 1}, "
+                             f"but the input now has {num_positions} records (it shrank or was replaced); extract "
+                             "into an empty directory")
+        if have < want:
+            grown.append(k)
+    return grown
+
+
+def read_shard_rows(root: str | Path, k: int,
+                    names: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Records and arrays (in memory) of complete shard ``k``."""
+    root = Path(root)
+    lines = (root / f"{shard_stem(k)}.records.jsonl").read_text(encoding="utf-8").splitlines()
+    arrays = {n: np.load(root / f"{shard_stem(k)}.{n}.npy") for n in names}
+    return [json.loads(line) for line in lines], arrays
 
 
 class ShardAssembler:
@@ -97,19 +141,57 @@ class ShardAssembler:
         self.written.append(k)
         del self.rows[k], self.kept_records[k]
 
+    def carry_over(self, k: int, shard: dict[str, Any], current: dict[int, dict[str, Any]]) -> set[int]:
+        """Take the rows of complete shard ``k`` (marker contents ``shard``), which the input has grown into, as
+        results; returns the input positions carried over (the others of ``current`` still have to be added).
+
+        ``current`` maps input positions of the shard to today's records. The old marker is removed first, so an
+        interrupted run re-extracts the whole shard rather than leave a marker that does not match its arrays.
+
+        Raises:
+            ValueError: a kept record's ``img_path`` or ``prompt`` differs from today's record at that position
+                (the input was edited, not only appended to).
+        """
+        old_records, arrays = read_shard_rows(self.root, k, list(shard.get("fields", {})))
+        carried = set()
+        for row, old in enumerate(old_records):
+            now = current.get(old["index"])
+            changed = now is None or any(now.get(key) and now.get(key) != old.get(key) for key in _IDENTITY)
+            if changed:
+                shown = {key: old.get(key) for key in _IDENTITY}
+                now_text = "no record" if now is None else json.dumps({key: now.get(key) for key in shown})[:160]
+                raise ValueError(f"{self.root}: input record {old['index']} was extracted into shard {k} as "
+                                 f"{json.dumps(shown)[:160]}, the input now has {now_text}: it was edited, not only "
+                                 "appended to; extract into an empty directory")
+            self.add(old, {name: np.array(a[row]) for name, a in arrays.items()})
+            carried.add(old["index"])
+        for s in shard.get("skipped", []):  # unreadable images stay skipped; bad input lines are read again
+            if s["index"] in current and not str(s.get("reason", "")).startswith("bad record"):
+                self.add(current[s["index"]], None, s["reason"])
+                carried.add(s["index"])
+        (self.root / f"{shard_stem(k)}.json").unlink(missing_ok=True)
+        return carried
+
     @property
     def pending(self) -> list[int]:
         return [k for k in self.expected if k not in self.written]
 
 
-def write_index(root: str | Path, num_shards: int) -> dict[str, Any]:
-    """Summarise the complete shards of ``root`` into ``index.json``; returns the summary."""
+def write_index(root: str | Path, num_shards: int, num_positions: Optional[int] = None) -> dict[str, Any]:
+    """Summarise the complete shards of ``root`` into ``index.json``; returns the summary.
+
+    ``complete`` holds only when every shard is there and, given the input's ``num_positions``, accounts for
+    all of its records (``records_missing`` counts those no shard holds or lists as skipped).
+    """
     done = complete_shards(root)
     first = next((s for s in done.values() if s["count"] > 0), next(iter(done.values()), {}))
+    covered = sum(shard_coverage(s) for s in done.values())
+    missing = max(0, num_positions - covered) if num_positions is not None else None
     summary = {"meta": first.get("meta"), "fields": first.get("fields"),
                "num_samples": sum(s["count"] for s in done.values()),
                "num_skipped": sum(len(s.get("skipped", [])) for s in done.values()),
-               "num_shards": num_shards, "complete_shards": len(done), "complete": len(done) == num_shards,
+               "num_shards": num_shards, "complete_shards": len(done),
+               "complete": len(done) == num_shards and not missing, "records_missing": missing,
                "shards": [{"shard": k, "count": s["count"]} for k, s in done.items()]}
     write_json(Path(root) / INDEX, summary)
     return summary

@@ -214,9 +214,19 @@ def load_fid_inception(path: str | Path, *, device: torch.device | str = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"FID Inception weights {path} not found (the standard file is {FID_WEIGHTS_NAME}, "
                                 f"distributed with pytorch-fid)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # the safe loader: tensors only
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - text files, truncated archives, pickled objects: KeyError, EOFError,
+        # RuntimeError, UnpicklingError ...; the loader's own text may suggest weights_only=False, which would run
+        # code from the file: not repeated here.
+        raise ValueError(f"{path} is not a valid FID weights file: it cannot be read as a torch file of tensors "
+                         f"({type(exc).__name__}); the expected file is {FID_WEIGHTS_NAME} (pytorch-fid's "
+                         "InceptionV3 state dict)") from None
     if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
+        raise ValueError(f"{path} is not a valid FID weights file: it holds a {type(state).__name__}, not a state "
+                         f"dict ({FID_WEIGHTS_NAME} is pytorch-fid's InceptionV3 state dict)")
     model = FIDInceptionV3()
     expected = model.state_dict()
     # The released file predates BatchNorm's num_batches_tracked buffer; it plays no part in eval mode.

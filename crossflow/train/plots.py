@@ -53,12 +53,116 @@ def ema(values: Sequence[float], smooth: float) -> list[float]:
 NOT_PLOTTED: tuple[str, ...] = ("time",)  # a timestamp per row, not a curve anyone reads
 
 
+def metrics_file(run: str | Path) -> Path:
+    """The JSONL log of ``run``: a run directory (its ``metrics.jsonl``) or the log file itself.
+
+    Raises:
+        FileNotFoundError: neither exists, naming the path.
+    """
+    path = Path(run)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}: no metrics.jsonl (expected a run directory or a JSONL log)")
+    return path
+
+
+def loss_keys(found: Sequence[str]) -> list[str]:
+    """The loss curves among logged keys: ``loss`` and every ``loss_*`` (in first-seen order)."""
+    return [k for k in found if k == "loss" or k.startswith("loss_")]
+
+
+def _numeric_rows(path: Path) -> tuple[list[dict], dict[str, None]]:
+    rows = [r for r in read_metrics(path) if _is_number(r.get("step"))]
+    found: dict[str, None] = {}
+    for r in rows:
+        found.update({k: None for k, v in r.items() if k != "step" and _is_number(v)})
+    return rows, found
+
+
+def plot_runs(runs: Sequence[str | Path], out_png: str | Path, keys: Sequence[str] | None = None,
+              smooth: float = 0.9, labels: Sequence[str] | None = None) -> Path:
+    """Plot metrics of one or several runs against ``step``: one panel per key, one colour per run.
+
+    Each run's raw values are drawn faintly with their EMA on top; a panel's y axis is logarithmic when
+    every value in it is positive and they are not all equal.
+
+    Args:
+        runs: run directories or JSONL logs.
+        out_png: output image path (parent folders are created).
+        keys: metrics to plot; default ``loss`` and every ``loss_*`` any run logged; ``["all"]``: every
+            logged number but the wall clock. Keys no run logged are skipped with a warning.
+        smooth: EMA factor in [0, 1).
+        labels: legend name of each run (default: the paths as given).
+
+    Returns:
+        The path of the written PNG.
+
+    Raises:
+        FileNotFoundError: a run has no log.
+        ValueError: a log has no usable rows, no requested key was logged, or ``smooth`` is out of range.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not 0 <= smooth < 1:
+        raise ValueError(f"smooth must be in [0, 1), got {smooth}")
+    if not runs:
+        raise ValueError("no runs to plot")
+    paths = [metrics_file(r) for r in runs]
+    names = list(labels) if labels is not None else [str(r) for r in runs]
+    found: dict[str, None] = {}
+    data = []
+    for path in paths:
+        rows, keys_here = _numeric_rows(path)
+        if not rows or not keys_here:
+            raise ValueError(f"{path}: no usable rows (need JSON objects with a numeric 'step' and metrics)")
+        data.append(rows)
+        found.update(keys_here)
+    if keys is None:
+        keys = loss_keys(list(found))
+    elif list(keys) == ["all"]:
+        keys = [k for k in found if k not in NOT_PLOTTED]
+    missing = [k for k in keys if k not in found]
+    if missing:
+        logger.warning("no run logged %s; logged: %s", missing, list(found))
+    keys = [k for k in keys if k in found]
+    if not keys:
+        raise ValueError(f"none of the requested keys was logged; logged: {', '.join(found)}")
+
+    fig = Figure(figsize=(6, 2.6 * len(keys)), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
+    for ax, key in zip(axes, keys):
+        positive, seen = True, set()
+        for name, rows in zip(names, data):
+            pts = sorted((r["step"], r[key]) for r in rows if _is_number(r.get(key)))
+            if not pts:
+                continue
+            steps, vals = [p[0] for p in pts], [p[1] for p in pts]
+            positive &= all(v > 0 for v in vals)
+            seen.update(vals)
+            line = ax.plot(steps, vals, alpha=0.25, linewidth=0.8)[0]
+            label = f"{key} (EMA {smooth:g})" if len(data) == 1 else f"{name}"
+            ax.plot(steps, ema(vals, smooth), color=line.get_color(), linewidth=1.5, label=label)
+        if positive and len(seen) > 1:  # a constant (e.g. the LR after warm-up) stays linear
+            ax.set_yscale("log")
+        ax.set_ylabel(key)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper right", fontsize="small")
+    axes[-1].set_xlabel("step")
+    if len(data) > 1:
+        axes[0].set_title(f"EMA {smooth:g} (faint: raw)", fontsize="small")
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    return out
+
+
 def plot_loss_curves(jsonl_path: str | Path, out_png: str | Path, keys: Sequence[str] | None = None,
                      smooth: float = 0.9) -> Path:
-    """Plot numeric metrics against ``step``, one subplot per key, and save a PNG.
-
-    Each subplot shows the raw values faintly and their EMA on top; the y axis is logarithmic when all
-    of a key's values are positive.
+    """Plot numeric metrics of one log against ``step``, one subplot per key, and save a PNG.
 
     Args:
         jsonl_path: Metrics log; rows without a numeric ``"step"`` are ignored.
@@ -73,42 +177,9 @@ def plot_loss_curves(jsonl_path: str | Path, out_png: str | Path, keys: Sequence
     Raises:
         ValueError: no usable rows, none of ``keys`` appears, or ``smooth`` is out of range.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if not 0 <= smooth < 1:
-        raise ValueError(f"smooth must be in [0, 1), got {smooth}")
-    rows = [r for r in read_metrics(jsonl_path) if _is_number(r.get("step"))]
-    found: dict[str, None] = {}
-    for r in rows:
-        found.update({k: None for k, v in r.items() if k != "step" and _is_number(v)})
-    if not rows or not found:
-        raise ValueError(f"{jsonl_path}: no usable rows (need JSON objects with a numeric 'step' and metrics)")
     if keys is None:
+        rows, found = _numeric_rows(Path(jsonl_path))
+        if not rows or not found:
+            raise ValueError(f"{jsonl_path}: no usable rows (need JSON objects with a numeric 'step' and metrics)")
         keys = [k for k in found if k not in NOT_PLOTTED]
-    missing = [k for k in keys if k not in found]
-    if missing:
-        logger.warning("%s: no numeric values for %s; available: %s", jsonl_path, missing, list(found))
-    keys = [k for k in keys if k in found]
-    if not keys:
-        raise ValueError(f"{jsonl_path}: none of the requested keys has numeric values; available: {list(found)}")
-
-    fig = Figure(figsize=(6, 2.6 * len(keys)), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
-    for ax, key in zip(axes, keys):
-        pts = sorted((r["step"], r[key]) for r in rows if _is_number(r.get(key)))
-        steps, vals = [p[0] for p in pts], [p[1] for p in pts]
-        line = ax.plot(steps, vals, alpha=0.25, linewidth=0.8)[0]
-        ax.plot(steps, ema(vals, smooth), color=line.get_color(), linewidth=1.5, label=f"{key} (EMA {smooth:g})")
-        if all(v > 0 for v in vals):
-            ax.set_yscale("log")
-        ax.set_ylabel(key)
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper right", fontsize="small")
-    axes[-1].set_xlabel("step")
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
+    return plot_runs([jsonl_path], out_png, keys=keys, smooth=smooth)

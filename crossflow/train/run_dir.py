@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from crossflow.config import ConfigError, apply_overrides, load_yaml, parse_overrides, to_dict
+from crossflow.config import apply_overrides, load_yaml, parse_overrides, to_dict
 
 #: Entries that make a directory a run directory.
 RUN_ENTRIES = ("config.yaml", "checkpoints", "metrics.jsonl", "export", "train_summary.json")
@@ -23,6 +23,7 @@ RUN_ENTRIES = ("config.yaml", "checkpoints", "metrics.jsonl", "export", "train_s
 #: is the run's own; change it by starting a new run.
 SAFE_ON_RESUME = ("train.max_steps", "train.max_minutes", "train.log_every", "train.sample_every",
                   "train.checkpoint_every", "train.keep_checkpoints", "train.num_workers", "train.tensorboard",
+                  "train.project_name",
                   "train.log_with", "train.compile", "train.cpu", "sample.", "task.metrics.", "task.preview_")
 #: Keys naming files or directories (moving a run to another machine changes them) are safe too.
 SAFE_PATH_KEYS = ("name_or_path", "features_dir", "cache_dir", "text_vae_dir", "text_vae_config")

@@ -29,12 +29,13 @@ from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
 from crossflow.config import save_yaml, to_dict
-from crossflow.data.sampler import ResumableBatchSampler
+from crossflow.data.sampler import ResumableBatchSampler, check_batch_fits
 from crossflow.schema import ExperimentConfig
+from crossflow.smoke import check_schedule
 from crossflow.task import PreparesBatches, Task
 from crossflow.train import checkpoint as ckpt
 from crossflow.train.ema import EMA
-from crossflow.train.logger import MetricsLogger
+from crossflow.train.logger import MetricsLogger, resolve_trackers
 from crossflow.train.plots import plot_loss_curves
 from crossflow.train.protocol import Trainable
 from crossflow.train.run_dir import prepare_fresh_run, run_entries
@@ -93,8 +94,12 @@ class Trainer:
         # Without a GPU accelerate only sets up multi-process CPU training (gloo DDP under
         # torchrun) when told it runs on the CPU.
         self.accelerator = Accelerator(mixed_precision=tc.mixed_precision,
-                                       cpu=tc.cpu or not torch.cuda.is_available())
+                                       cpu=tc.cpu or not torch.cuda.is_available(),
+                                       log_with=resolve_trackers(tc.log_with), project_dir=self.run_dir)
         acc = self.accelerator
+        if acc.is_main_process:
+            for note in check_schedule(cfg):  # paper schedules in short runs
+                log.warning(note)
         if tc.batch_size % (acc.num_processes * tc.grad_accum_steps):
             raise ValueError(f"train.batch_size={tc.batch_size} is not divisible by processes×accumulation "
                              f"= {acc.num_processes}×{tc.grad_accum_steps}")
@@ -122,12 +127,13 @@ class Trainer:
         self._base_optimizer = optimizer
         self.ema.model.to(acc.device)
         self.dataset = task.train_dataset()
+        check_batch_fits(len(self.dataset), tc.batch_size, acc.num_processes, tc.grad_accum_steps)
         self.sampler = ResumableBatchSampler(len(self.dataset), self.micro_batch, seed=tc.seed,
                                              rank=acc.process_index, world_size=acc.num_processes)
         self.step = 0
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.logger = MetricsLogger(self.run_dir / "metrics.jsonl", enabled=acc.is_main_process,
-                                    tensorboard_dir=self.run_dir / "tensorboard" if tc.tensorboard else None)
+        self.logger = MetricsLogger(self.run_dir / "metrics.jsonl", enabled=acc.is_main_process, accelerator=acc,
+                                    project_name=tc.project_name, config=to_dict(cfg))
         self._first_bad = torch.full((), -1, dtype=torch.long, device=acc.device)  # first non-finite step, or -1
         self._log_sums: dict[str, torch.Tensor] = {}
         self._log_steps = 0

@@ -13,8 +13,13 @@ def build_on_meta(cfg: Any, task_cls: type) -> nn.Module:
     """Build ``task_cls(cfg).build_model()`` with every tensor on the meta device.
 
     The task must know its shapes without data or model files (for t2i: set ``task.language_model.dim``).
+    Its source and target specs are resolved first, on the real device: reading them may load files or
+    models (``from_pretrained`` refuses to run inside a meta-device context); only the model's own tensors
+    are then made on meta.
     """
     task = task_cls(cfg)
+    source, target = task.source_spec(), task.target_spec()
+    task.source_spec, task.target_spec = (lambda: source), (lambda: target)  # this instance only
     with torch.device("meta"):
         return task.build_model()
 

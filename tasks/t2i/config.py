@@ -86,6 +86,8 @@ class TextToImageConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     language_model: LanguageModelConfig = field(default_factory=LanguageModelConfig)
     toyworld: ToyWorldSplitConfig = field(default_factory=ToyWorldSplitConfig)
-    cache_dir: Optional[str] = _f(None, "embedding cache directory (default: .cache/embeddings)")
+    cache_dir: Optional[str] = _f(None, "prompt-embedding cache directory (null: the user cache, "
+                                        "$CROSSFLOW_CACHE_DIR or $XDG_CACHE_HOME/crossflow or ~/.cache/crossflow, "
+                                        "+ /embeddings)")
     preview_prompts: int = _f(16, "prompts in the periodic preview grid")
     metrics: ImageMetricsConfig = field(default_factory=ImageMetricsConfig)

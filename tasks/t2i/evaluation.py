@@ -106,13 +106,13 @@ class ImageMetrics:
 
 
 def read_prompts(path: str | Path) -> list[str]:
-    """Prompts from a ``.txt`` (one per line) or ``.jsonl`` (field ``prompt``) file."""
+    """Prompts from a ``.txt`` (one per line; ``#`` lines are comments) or ``.jsonl`` (field ``prompt``) file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"task.metrics.prompts_file: {path} does not exist")
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if path.suffix != ".jsonl":
-        return lines
+        return [line for line in lines if not line.startswith("#")]
     prompts = []
     for i, line in enumerate(lines):
         row = json.loads(line)
@@ -126,7 +126,7 @@ class PromptFileEvaluator:
     """Evaluation of models trained on real data: generate from ``task.metrics.prompts_file`` batch by batch
     (e.g. COCO val captions), write the PNGs, FID and CLIP score, ``metrics.json``.
 
-    Writes ``samples/NNNNN.png`` + ``samples/prompts.jsonl`` (``task.metrics.save_images``), ``grid.png`` (the
+    Writes ``samples/NNNN.png`` + ``samples/prompts.jsonl`` (``task.metrics.save_images``), ``grid.png`` (the
     first 64) and ``metrics.json`` under ``out_dir``.
     """
 
@@ -148,6 +148,7 @@ class PromptFileEvaluator:
         metrics = ImageMetrics(mc, pipe.device)
         start, shown = time.time(), []
         batch = options.batch_size
+        width = max(4, len(str(len(prompts) - 1)))  # file names sort in prompt order
         index_file = open(samples / "prompts.jsonl", "w", encoding="utf-8") if mc.save_images else None
         try:
             for i in tqdm(range(0, len(prompts), batch), desc="eval", unit="batch"):
@@ -158,8 +159,9 @@ class PromptFileEvaluator:
                 shown += list(uint8[: max(0, 64 - len(shown))])
                 if index_file is not None:
                     for j, (img, prompt) in enumerate(zip(uint8, chunk)):
-                        save_png(img, samples / f"{i + j:05d}.png")
-                        index_file.write(json.dumps({"file": f"{i + j:05d}.png", "prompt": prompt}) + "\n")
+                        name = f"{i + j:0{width}d}.png"  # NNNN.png as `crossflow sample` writes them
+                        save_png(img, samples / name)
+                        index_file.write(json.dumps({"file": name, "prompt": prompt}) + "\n")
         finally:
             if index_file is not None:
                 index_file.close()

@@ -5,7 +5,8 @@ annotations, or a folder of official per-sample ``.npy`` files, write memory-map
 :mod:`crossflow.data.feature_shards`) of the config's language model's token states (+ mask, ids)
 and, unless ``--prompts-only``, the config's VAE posterior moments of the center-cropped images.
 Missing and corrupt images are skipped, counted and listed in ``extraction_report.json``;
-re-running the same command continues where it stopped.
+re-running the same command continues where it stopped, and after records were appended to the list
+it extracts the new ones (a list that was edited or shrank is refused).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from crossflow.data.feature_shards import complete_shards
 from crossflow.data.image_text import (CroppedImages, ImageTextRecord, collate_list, read_coco_captions,
                                        read_image_text_jsonl)
 from crossflow.data.official_npy import load_official_npy, official_sample_features
-from crossflow.data.shard_writer import ShardAssembler, check_resumable, plan_shards, write_index
+from crossflow.data.shard_writer import ShardAssembler, check_resumable, grown_shards, plan_shards, write_index
 from crossflow.data.transforms import CROPS, to_model_input
 from crossflow.language import resolve_model_path
 from crossflow.language.hf import TextEmbedder
@@ -37,6 +38,8 @@ from tasks.t2i.config import TextToImageConfig
 log = logging.getLogger(__name__)
 REPORT = "extraction_report.json"
 _STORAGE = {"float16": np.float16, "float32": np.float32}
+#: Seconds between progress log lines (records/s and the time left).
+PROGRESS_EVERY_S = 60.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +110,9 @@ class FeatureExtractor:
                                      local_files_only=lm.local_files_only, dtype=lm.dtype, output_scale=lm.output_scale,
                                      kind=lm.kind, model_attention_mask=lm.model_attention_mask, device=device)
         if lm.dim is not None and lm.dim != self.embedder.dim:
-            raise ValueError(f"task.language_model.dim={lm.dim}, but {lm.name_or_path} gives {self.embedder.dim}")
+            raise ValueError(f"task.language_model.dim: the config says {lm.dim} but {lm.name_or_path} gives "
+                             f"{self.embedder.dim}-wide token states; drop the key (the width is read from the "
+                             "model) or fix it")
         self.codec = None
         if with_images:
             self.codec = real_data.build_codec(tc, device=device)
@@ -241,7 +246,8 @@ def main(argv: list[str]) -> dict[str, Any]:
             "crop": crop if with_images and not args.from_official else None,
             "storage_dtype": args.dtype, "shard_size": args.shard_size, "source": source}
     done = check_resumable(out, meta)
-    todo = plan_shards(num_positions, args.shard_size, list(done), part)
+    grown = grown_shards(done, num_positions, args.shard_size, out)  # records appended since they were written
+    todo = plan_shards(num_positions, args.shard_size, [k for k in done if k not in grown], part)
     if args.limit is not None:
         todo = [k for k in todo if k * args.shard_size < args.limit]
     by_shard: dict[int, list[ImageTextRecord]] = {k: [] for k in todo}
@@ -250,21 +256,36 @@ def main(argv: list[str]) -> dict[str, Any]:
     skipped = {k: [b | {"img_path": None} for b in bad if b["index"] // args.shard_size == k] for k in todo}
     assembler = ShardAssembler(out, meta, args.shard_size, {k: [r.to_json() for r in rs] for k, rs in by_shard.items()},
                                skipped)
-    flat = [r for k in todo for r in by_shard[k]]
+    carried: set[int] = set()
+    for k in (k for k in todo if k in grown):
+        carried |= assembler.carry_over(k, done[k], {r.index: r.to_json() for r in by_shard[k]})
+    flat = [r for k in todo for r in by_shard[k] if r.index not in carried]
+    if grown:
+        log.info("extract: the input has %d records; shard(s) %s were written when it had fewer and are completed "
+                 "now (their %d extracted records are kept)", num_positions, ", ".join(map(str, grown)), len(carried))
     log.info("extract: %d records in %d shards to do (%d shards already complete) -> %s", len(flat), len(todo),
-             len(done), out)
+             len(done) - len(grown), out)
     start, count = time.time(), 0
+    new_skips: dict[str, int] = {}  # skipped in this run (warned about once, here)
+    known = {s["index"] for k in grown for s in done[k].get("skipped", [])}
+    for b in (b for k in todo for b in skipped[k] if b["index"] not in known):
+        _count_reason(new_skips, b["reason"])
+    progress = _Progress(len(flat))
     with tqdm(total=len(flat), unit="rec", desc="extract", dynamic_ncols=True) as bar:
         for record, arrays, reason in _results(args, flat, extractor, tc, crop, storage):
             assembler.add(record.to_json(), arrays, reason)
             count += arrays is not None
+            if arrays is None:
+                _count_reason(new_skips, reason or "skipped")
             bar.update(1)
+            progress.update(1)
     seconds = time.time() - start
     num_shards = -(-num_positions // args.shard_size)
-    summary = write_index(out, num_shards)
-    report = _report(out, summary, seconds, count, extractor)
+    summary = write_index(out, num_shards, num_positions)
+    report = _report(out, summary, seconds, count, extractor, new_skips)
     result = {"out": str(out), "samples": summary["num_samples"], "skipped": report["num_skipped"],
               "skipped_by_reason": report["skipped_by_reason"], "complete": summary["complete"],
+              "records_missing": summary["records_missing"],
               "shards": f"{summary['complete_shards']}/{num_shards}", "samples_per_s_this_run": report["samples_per_s"],
               "report": str(Path(out) / REPORT)}
     if args.coco_captions:
@@ -277,6 +298,40 @@ def main(argv: list[str]) -> dict[str, Any]:
                                        resolution=args.fid_resolution, crop=args.fid_crop,
                                        num_workers=args.num_workers, device=device)
     return result
+
+
+def _count_reason(counts: dict[str, int], reason: str) -> None:
+    kind = reason.split(":", 1)[0]
+    counts[kind] = counts.get(kind, 0) + 1
+
+
+class _Progress:
+    """Log the extraction rate and the time left every ``PROGRESS_EVERY_S`` (tqdm shows them too, but only on
+    a terminal; the log line also reaches log files and batch jobs)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.start = self.last = time.time()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.time()
+        if now - self.last < PROGRESS_EVERY_S or self.done >= self.total:
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        log.info("extract: %d/%d records (%.1f rec/s), about %s left", self.done, self.total, rate,
+                 format_duration((self.total - self.done) / max(rate, 1e-9)))
+
+
+def format_duration(seconds: float) -> str:
+    """``3h 05m``, ``4m 10s`` or ``12s``."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
 def _write_coco_prompts(records: list[ImageTextRecord], out: Path, seed: int = 0) -> str:
@@ -295,19 +350,23 @@ def _write_coco_prompts(records: list[ImageTextRecord], out: Path, seed: int = 0
 
 
 def _report(out: str | Path, summary: dict[str, Any], seconds: float, count: int,
-            extractor: Optional[FeatureExtractor]) -> dict[str, Any]:
+            extractor: Optional[FeatureExtractor], new_skips: dict[str, int]) -> dict[str, Any]:
     skipped = [s for sh in complete_shards(out).values() for s in sh.get("skipped", [])]
     by_reason: dict[str, int] = {}
     for s in skipped:
         kind = s["reason"].split(":", 1)[0]
         by_reason[kind] = by_reason.get(kind, 0) + 1
     report = {"num_samples": summary["num_samples"], "num_skipped": len(skipped), "skipped_by_reason": by_reason,
-              "complete": summary["complete"], "complete_shards": summary["complete_shards"],
+              "complete": summary["complete"], "records_missing": summary["records_missing"],
+              "complete_shards": summary["complete_shards"],
               "num_shards": summary["num_shards"], "this_run": {"samples": count, "seconds": round(seconds, 2)},
               "samples_per_s": round(count / max(seconds, 1e-9), 2),
               "truncated_prompts_this_run": extractor.truncated if extractor is not None else 0,
               "skipped": sorted(skipped, key=lambda s: s["index"])}
     Path(out, REPORT).write_text(json.dumps(report, indent=1), encoding="utf-8")
-    if skipped:
-        log.warning("extract: %d records skipped (%s); listed in %s", len(skipped), by_reason, Path(out) / REPORT)
+    if new_skips:  # warn once, in the run that skipped them
+        log.warning("extract: %d records skipped in this run (%s); listed in %s", sum(new_skips.values()),
+                    new_skips, Path(out) / REPORT)
+    elif skipped:
+        log.info("extract: %d records were skipped by earlier runs; listed in %s", len(skipped), Path(out) / REPORT)
     return report

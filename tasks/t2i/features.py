@@ -57,19 +57,37 @@ def features_meta(tc: TextToImageConfig) -> Optional[dict[str, Any]]:
         return None
 
 
+#: Token-state widths of the paper's language models by hub name, so that a paper config builds (e.g. on the
+#: meta device for `crossflow params`) where neither its features nor the model files are at hand.
+KNOWN_WIDTHS = {"openai/clip-vit-large-patch14": 768, "DeepFloyd/t5-v1_1-xxl": 4096, "google/t5-v1_1-xxl": 4096}
+
+
 def language_model_dim(tc: TextToImageConfig) -> int:
-    """Width of the source tokens: ``language_model.dim``, else the features' meta, else the LM's config."""
+    """Width of the source tokens, read where it already is: the extracted features' ``index.json``, else
+    ``language_model.dim``, else the LM checkpoint's ``config.json`` (else the width of a known hub model).
+
+    Raises:
+        ConfigError: ``language_model.dim`` is set and disagrees with the features (naming both), or the
+            width cannot be found.
+    """
     lm = tc.language_model
-    if lm.dim is not None:
-        return lm.dim
     meta = features_meta(tc)
     if meta is not None:
-        return int(meta["language_model"]["dim"])
+        stored = int(meta["language_model"]["dim"])
+        if lm.dim is not None and lm.dim != stored:
+            raise ConfigError(f"task.language_model.dim: the config says {lm.dim} but the features in "
+                              f"{tc.features_dir} were extracted with {stored}-wide token states (their index.json); "
+                              "drop the key (the width is read from the features) or re-extract")
+        return stored
+    if lm.dim is not None:
+        return lm.dim
     if tc.dataset == "official_npy":
         return {"clip": 768, "t5": 4096}[tc.official_lm]
     try:
         return checkpoint_dim(lm.name_or_path, lm.local_files_only)
     except (OSError, ValueError) as e:
+        if lm.name_or_path in KNOWN_WIDTHS:
+            return KNOWN_WIDTHS[lm.name_or_path]
         raise ConfigError(f"task.language_model.dim: not set and the config of {lm.name_or_path!r} cannot be read "
                           f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); set the width explicitly "
                           "(CLIP-L 768, T5-XXL 4096)") from e

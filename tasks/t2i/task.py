@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from crossflow.codecs import ImageCodec
 from crossflow.specs import ImageSpec, TokenSpec
 from crossflow.task import Task
+from crossflow.utils.cache import user_cache_dir
 from tasks.t2i import features as real_data
 from tasks.t2i.config import TextToImageConfig
 from tasks.t2i.data import CaptionedImages
@@ -54,7 +55,8 @@ class TextToImageTask(Task):
     def source_processor(self) -> PromptEncoder:
         """The prompt encoder (one per task: the training data and the previews share its language model)."""
         if self._prompt_encoder is None:
-            cache = Path(self.tc.cache_dir) if self.tc.cache_dir is not None else Path(".cache") / "embeddings"
+            cache = (Path(self.tc.cache_dir).expanduser() if self.tc.cache_dir is not None
+                     else user_cache_dir("embeddings"))  # one cache per user, whatever the working directory
             self._prompt_encoder = PromptEncoder(self.tc.language_model, cache)
         return self._prompt_encoder
 

@@ -33,3 +33,37 @@ def test_plot_loss_curves(tmp_path: Path) -> None:
     empty.write_text('{"loss": 1}\n{"step": ')
     with pytest.raises(ValueError, match="no usable rows"):
         plot_loss_curves(empty, tmp_path / "never.png")
+
+
+def _write_run(run: Path, scale: float) -> Path:
+    run.mkdir(parents=True)
+    rows = [{"step": 10 * (i + 1), "time": 1.7e9 + i, "loss": scale / (i + 1), "loss_fm": scale / (i + 2),
+             "lr": 1e-3, "samples_per_s": 100.0} for i in range(15)]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return run
+
+
+def test_plot_runs_draws_the_loss_curves_of_several_runs(tmp_path: Path) -> None:
+    from crossflow.train.plots import plot_runs
+
+    a, b = _write_run(tmp_path / "runs" / "a", 1.0), _write_run(tmp_path / "runs" / "b", 2.0)
+    out = plot_runs([a, b / "metrics.jsonl"], tmp_path / "cmp.png")
+    with Image.open(out) as im:
+        assert im.height == 2 * 260  # default: the loss terms only (loss, loss_fm), not lr or throughput
+    with Image.open(plot_runs([a, b], tmp_path / "all.png", keys=["all"])) as im:
+        assert im.height == 4 * 260  # every logged number but the wall clock
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
+        plot_runs([a, tmp_path / "nowhere"], tmp_path / "x.png")
+
+
+def test_plot_command(tmp_path: Path, capsys) -> None:
+    from crossflow.cli import main
+
+    a, b = _write_run(tmp_path / "a", 1.0), _write_run(tmp_path / "b", 3.0)
+    assert main(["plot", str(a), str(b), "--out", str(tmp_path / "p.png"), "--keys", "loss,lr"]) == 0
+    assert json.loads(capsys.readouterr().out)["plot"] == str(tmp_path / "p.png")
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.height == 2 * 260
+    assert main(["plot", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "missing" in err

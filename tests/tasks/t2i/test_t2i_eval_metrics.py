@@ -82,7 +82,7 @@ def test_prompt_file_evaluation_streams_images_and_scores(files, tmp_path, monke
     assert metrics["clip_score"]["scale"] == 100.0 and 0 <= metrics["clip_score"]["value"] <= 100
     samples = tmp_path / "out" / "samples"
     rows = [json.loads(line) for line in (samples / "prompts.jsonl").read_text().splitlines()]
-    assert [r["file"] for r in rows] == [f"{i:05d}.png" for i in range(5)] and rows[4]["prompt"] == "a blue square"
+    assert [r["file"] for r in rows] == [f"{i:04d}.png" for i in range(5)] and rows[4]["prompt"] == "a blue square"
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["settings"]["num_prompts"] == 5 and saved["settings"]["steps"] == 3
     # the PNGs are the pipeline's images of the first five prompts (written in batches of 4 + 1)

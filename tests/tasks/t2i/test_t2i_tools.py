@@ -116,7 +116,8 @@ def test_cli_sample_writes_every_image_prompt_index_and_grid(export, pipe, tmp_p
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(f"{A}\n\n{B}\n")
     out = tmp_path / "samples"
-    assert main(["sample", str(export), "--prompts-file", str(prompts), "--num", "2", "--out", str(out)]) == 0
+    assert main(["sample", str(export), "--prompts-file", str(prompts), "--num", "2", "--z0", "mean",
+                 "--out", str(out)]) == 0
     rows = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == [A, A, B, B]
     assert [r["file"] for r in rows] == [f"{i:04d}.png" for i in range(4)] and (out / "grid.png").is_file()
