@@ -167,7 +167,8 @@ class DepthTask(ImageSourceTask):
         d = self.tc.data
         pairs = {"max_skipped": d.max_skipped, "hflip_probability": d.hflip_probability}
         if self.tc.dataset == "zero_shot":
-            hypersim = HypersimDepth(_required(d, "hypersim_root"), _required(d, "hypersim_list"))
+            # read at the native size: the quantiles see every pixel, and one resize goes to the working size
+            hypersim = HypersimDepth(_required(d, "hypersim_root"), _required(d, "hypersim_list"), size=None)
             if d.vkitti_root is None:
                 log.info("zero-shot depth: Hypersim alone (%d samples; task.data.vkitti_root is null)", len(hypersim))
                 return DepthTrainingPairs(hypersim, TrainingTransform(self.size, QuantileNormalizer()), **pairs)

@@ -86,3 +86,35 @@ def test_in_domain_kitti_is_metric_and_scored_without_alignment(toy_sets, tmp_pa
 def test_benchmark_flags_are_checked_in_one_line(toy_sets, capsys):
     code, _, err = _run(["eval", "nowhere", "--benchmark", "nyu_v2"], capsys)
     assert code == 2 and len([line for line in err.splitlines() if line.strip()]) == 1
+
+
+def test_paper_configs_have_the_papers_size():
+    from crossflow.registry import load_experiment
+    from crossflow.utils.params import build_on_meta
+
+    for name in ("zero_shot", "nyu", "kitti"):
+        cfg, task_cls = load_experiment(str(REPO_ROOT / "configs" / "depth" / f"{name}.yaml"))
+        total = sum(p.numel() for p in build_on_meta(cfg, task_cls).parameters())
+        assert abs(total - 527e6) / 527e6 < 0.05, (name, total)  # paper: 527M
+
+
+@pytest.mark.slow
+def test_zero_shot_learns_on_toy_hypersim_and_beats_the_mean_map_on_toy_nyu(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["toy-data", "hypersim", str(data / "hypersim"), "--num", "400", "--resolution", "60x80"]) == 0
+    assert main(["toy-data", "nyu", str(data / "nyu"), "--num", "24", "--seed", "1"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "run"
+    code, _, err = _run(["train", ZERO_SHOT, "--run-dir", str(run), "task.resolution=[24,32]", "train.batch_size=16",
+                         "train.max_steps=200", "train.max_minutes=null", "train.log_every=50",
+                         f"task.data.hypersim_root={data / 'hypersim' / 'train'}",
+                         f"task.data.hypersim_list={data / 'hypersim' / 'train' / 'filename_list_train.txt'}"],
+                        capsys)
+    assert code == 0, err
+    code, metrics, err = _run(["eval", str(run), "--out", str(tmp_path / "eval"), "--benchmark", "nyu_v2",
+                               "--data", str(data / "nyu" / "nyu_labeled_extracted"),
+                               "--filenames", str(data / "nyu" / "filename_list_test.txt")], capsys)
+    assert code == 0, err
+    # the bar: AbsRel at most half the mean depth map's, δ1 >= 0.90 (measured 0.04× / 0.98 at full size)
+    assert metrics["abs_rel"] <= 0.5 * metrics["mean_depth_baseline"]["abs_rel"], metrics
+    assert metrics["delta1"] >= 0.90, metrics
