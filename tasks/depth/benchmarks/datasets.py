@@ -120,6 +120,18 @@ def kitti_eigen_crop(shape: tuple[int, int]) -> Crop:
     return int(r0 * h), int(r1 * h), int(c0 * w), int(c1 * w)
 
 
+#: Garg's crop (ECCV 2016) as fractions of the map: the in-domain KITTI protocol (BTS, AdaBins, the paper's Table 5).
+KITTI_GARG_FRACTIONS = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
+
+
+def kitti_garg_crop(shape: tuple[int, int]) -> Crop:
+    """Garg's crop as fractions of the (KB-cropped) map: rows ``[int(0.40810811·H), int(0.99189189·H))``,
+    cols ``[int(0.03594771·W), int(0.96405229·W))``; on 352×1216: rows 143:349, cols 43:1172."""
+    h, w = shape
+    r0, r1, c0, c1 = KITTI_GARG_FRACTIONS
+    return int(r0 * h), int(r1 * h), int(c0 * w), int(c1 * w)
+
+
 # --------------------------------------------------------------------------- specs
 
 
@@ -165,6 +177,12 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "kitti": BenchmarkSpec(
         "kitti", 1e-5, 80.0, decode_png_kitti, 2, "kitti/kitti_eigen_split_test.tar",
         "data_split/kitti_depth/eigen_test_files_with_gt.txt", 652, eval_crop=kitti_eigen_crop, kb_crop=True,
+        skip_missing_gt=True),
+    # In-domain KITTI (paper Table 5, as BTS / AdaBins score it): 1e-3–80 m and Garg's crop, here taken on the
+    # KB-cropped 352×1216 map like Marigold's crops (BTS takes the fractions of the full frame after padding).
+    "kitti_garg": BenchmarkSpec(
+        "kitti_garg", 1e-3, 80.0, decode_png_kitti, 2, "kitti/kitti_eigen_split_test.tar",
+        "data_split/kitti_depth/eigen_test_files_with_gt.txt", 652, eval_crop=kitti_garg_crop, kb_crop=True,
         skip_missing_gt=True),
     "eth3d": BenchmarkSpec(
         "eth3d", 1e-5, float("inf"), decode_eth3d_raw, 2, "eth3d/eth3d.tar",

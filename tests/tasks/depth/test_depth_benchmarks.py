@@ -218,7 +218,8 @@ def test_reader_errors_name_the_problem(tmp_path):
 def test_specs_hold_marigolds_ranges_and_counts():
     ranges = {k: (s.min_depth, s.max_depth, s.marigold_count) for k, s in BENCHMARKS.items()}
     assert ranges == {"nyu_v2": (1e-3, 10.0, 654), "kitti": (1e-5, 80.0, 652), "eth3d": (1e-5, math.inf, 454),
-                      "scannet": (1e-3, 10.0, 800), "diode": (0.6, 350.0, 771)}
+                      "scannet": (1e-3, 10.0, 800), "diode": (0.6, 350.0, 771),
+                      "kitti_garg": (1e-3, 80.0, 652)}  # the in-domain protocol of the same test set
     assert BENCHMARKS["eth3d"].alignment_max_res == 1024
     assert [k for k, s in BENCHMARKS.items() if s.alignment_max_res] == ["eth3d"]
 
@@ -314,3 +315,12 @@ def test_evaluation_errors_name_the_sample_or_setting(tmp_path):
     (tmp_path / "e.txt").write_text(f"{rgb} d.png\n")
     with pytest.raises(ValueError, match="c.jpg: no valid ground-truth pixel"):
         evaluate_benchmark("scannet", empty, tmp_path / "e.txt", lambda x: np.ones(x.shape[:2]))
+
+
+def test_in_domain_kitti_uses_gargs_crop_and_1e_3_to_80_metres():
+    from tasks.depth.benchmarks.datasets import kitti_garg_crop
+
+    spec = BENCHMARKS["kitti_garg"]
+    assert (spec.min_depth, spec.max_depth, spec.kb_crop, spec.skip_missing_gt) == (1e-3, 80.0, True, True)
+    assert kitti_garg_crop((352, 1216)) == (143, 349, 43, 1172)  # the protocol file's numbers on the KB crop
+    assert kitti_garg_crop((375, 1242)) == (153, 371, 44, 1197)  # and on a full frame
