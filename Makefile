@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 # torch is pinned to the machine's CPU build; see constraints.txt.
-PIP_INSTALL := $(PIP) install --disable-pip-version-check -q -c constraints.txt
+PIP_INSTALL := $(PIP) install --disable-pip-version-check --no-compile -q -c constraints.txt
 
 .PHONY: demo test install install-test clean help
 

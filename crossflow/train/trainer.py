@@ -233,7 +233,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train until ``train.max_steps`` (or ``train.max_minutes``), then checkpoint and export."""
         tc, acc = self.cfg.train, self.accelerator
-        if self.overwrite and acc.is_main_process:
+        if self.overwrite and acc.is_main_process and run_entries(self.run_dir):
             prepare_fresh_run(self.run_dir, overwrite=True)
             log.info("--overwrite: deleted the previous run in %s", self.run_dir)
         acc.wait_for_everyone()
