@@ -86,8 +86,10 @@ class Trainer:
                  overwrite: bool = False) -> None:
         self.cfg, self.task, self.run_dir, self.resume = cfg, task, Path(run_dir), resume
         self.overwrite = overwrite and not resume
-        if not resume and run_entries(self.run_dir) and not overwrite:
-            prepare_fresh_run(self.run_dir)  # raises, naming --resume and --overwrite
+        if not resume and bool(run_entries(self.run_dir)) != overwrite:
+            # a used directory without --overwrite raises, naming --resume and --overwrite; --overwrite on a
+            # directory holding other files raises too (never deleted); the deletion itself waits for fit()
+            prepare_fresh_run(self.run_dir, overwrite=overwrite)
         tc = cfg.train
         if tc.mixed_precision == "bf16" and (tc.cpu or not torch.cuda.is_available()):
             ensure_cpu_bf16()
