@@ -1,6 +1,7 @@
 """Text VAE: token ids ⇄ a Gaussian text latent of image-like shape ``(C, H, W)``.
 
-The encoder is the token-sequence VE (over a learned token-embedding table); the decoder is a stack of
+The encoder is the token-sequence VE, over a learned token-embedding table or, with ``input_dim``, over
+the token states of a frozen language model (read through a linear in-projection); the decoder is a stack of
 transformer blocks that reads the latent as a few memory tokens and predicts every position's token at
 once (non-autoregressive), trained with token cross-entropy plus a KL term. It defines the text latent
 space that CrossFlow flows into for captioning (the paper trains such a text VE and a separate text
@@ -30,7 +31,8 @@ class TextVAEConfig:
 
     latent_channels: int = _f(4, "channels C of the text latent (C, H, W)")
     latent_size: int = _f(4, "side H = W of the text latent")
-    embed_dim: int = _f(128, "width of the learned token embeddings fed to the encoder")
+    embed_dim: int = _f(128, "width of the learned token embeddings fed to the encoder (unused when the encoder "
+                             "reads a language model's token states)")
     width: int = _f(128, "transformer width of encoder and decoder")
     encoder_depth: int = _f(2, "encoder transformer blocks")
     decoder_depth: int = _f(2, "decoder transformer blocks")
@@ -83,25 +85,33 @@ class TokenDecoder(nn.Module):
 
 
 class TextVAE(nn.Module):
-    """Token ids ⇄ Gaussian latent.
+    """Token ids (or a language model's token states) ⇄ Gaussian latent; the decoder always predicts ids.
 
     Args:
         vocab_size: number of token ids (including padding and end-of-text).
         max_length: tokens per sequence ``L`` (padded).
         cfg: sizes and loss weights.
         pad_id: id of padding; padded positions are masked in the encoder and the loss.
+        input_dim: ``None``: the encoder embeds ids with a learned table (``embed``, ``cfg.embed_dim`` wide).
+            ``D``: the encoder reads ``(B, L, D)`` token states (of a frozen LM) through its linear
+            in-projection, and there is no embedding table; batches then carry ``states`` next to ``ids``.
     """
 
-    def __init__(self, vocab_size: int, max_length: int, cfg: TextVAEConfig, *, pad_id: int = 0) -> None:
+    def __init__(self, vocab_size: int, max_length: int, cfg: TextVAEConfig, *, pad_id: int = 0,
+                 input_dim: Optional[int] = None) -> None:
         super().__init__()
         self.vocab_size, self.max_length, self.pad_id = vocab_size, max_length, pad_id
         self.latent_shape = cfg.latent_shape
         self.kl_weight = cfg.kl_weight
-        self.embed = nn.Embedding(vocab_size, cfg.embed_dim)
-        nn.init.normal_(self.embed.weight, std=1.0)
-        self.encoder = TokenSequenceVE(cfg.embed_dim, cfg.latent_shape, max_tokens=max_length, width=cfg.width,
-                                       depth=cfg.encoder_depth, num_heads=cfg.num_heads, dropout=cfg.dropout,
-                                       num_queries=cfg.num_queries, logvar_init=cfg.logvar_init)
+        self.input_dim = input_dim
+        if input_dim is None:  # the only case with an `embed` entry: older checkpoints keep their keys
+            self.embed = nn.Embedding(vocab_size, cfg.embed_dim)
+            nn.init.normal_(self.embed.weight, std=1.0)
+        elif input_dim < 1:
+            raise ValueError(f"input_dim must be >= 1 (the width of the token states), got {input_dim}")
+        self.encoder = TokenSequenceVE(input_dim or cfg.embed_dim, cfg.latent_shape, max_tokens=max_length,
+                                       width=cfg.width, depth=cfg.encoder_depth, num_heads=cfg.num_heads,
+                                       dropout=cfg.dropout, num_queries=cfg.num_queries, logvar_init=cfg.logvar_init)
         self.decoder = TokenDecoder(cfg.latent_shape, vocab_size, max_length, width=cfg.width,
                                     depth=cfg.decoder_depth, num_heads=cfg.num_heads, memory_tokens=cfg.memory_tokens,
                                     dropout=cfg.dropout)
@@ -110,12 +120,19 @@ class TextVAE(nn.Module):
         if ids.dim() != 2 or ids.shape[1] != self.max_length:
             raise ValueError(f"expected token ids of shape (B, {self.max_length}), got {tuple(ids.shape)}")
 
-    def encode(self, ids: Tensor, mask: Optional[Tensor] = None) -> DiagonalGaussian:
-        """``(B, L)`` ids (+ ``(B, L)`` bool mask of real tokens; default ``ids != pad``) → posterior ``(B, C, H, W)``."""
-        self._check(ids)
-        if mask is None:
-            mask = ids != self.pad_id
-        return self.encoder(self.embed(ids), mask)
+    def encode(self, inputs: Tensor, mask: Optional[Tensor] = None) -> DiagonalGaussian:
+        """Posterior ``(B, C, H, W)`` of ``(B, L)`` ids, or of ``(B, L, D)`` token states when ``input_dim`` is
+        set; ``mask`` ``(B, L)`` bool, True on real tokens (default: ``ids != pad``; all real for states)."""
+        if self.input_dim is None:
+            if inputs.dim() != 2 or inputs.is_floating_point():
+                raise ValueError(f"this text VAE embeds token ids (B, {self.max_length}); got a "
+                                 f"{inputs.dtype} tensor of shape {tuple(inputs.shape)}")
+            self._check(inputs)
+            return self.encoder(self.embed(inputs), inputs != self.pad_id if mask is None else mask)
+        if inputs.dim() != 3 or tuple(inputs.shape[1:]) != (self.max_length, self.input_dim):
+            raise ValueError(f"this text VAE reads token states (B, {self.max_length}, {self.input_dim}) "
+                             f"(input_dim={self.input_dim}); got shape {tuple(inputs.shape)}")
+        return self.encoder(inputs.float(), mask)
 
     def logits(self, z: Tensor) -> Tensor:
         """Latent ``(B, C, H, W)`` → logits ``(B, L, V)``."""
@@ -132,9 +149,13 @@ class TextVAE(nn.Module):
 
     def forward(self, batch: dict[str, Tensor], generator: Optional[torch.Generator] = None) -> TrainOutput:
         """Reconstruction loss of ``batch["ids"]`` ``(B, L)`` with ``batch["mask"]`` ``(B, L)`` (True on the
-        positions to reconstruct: the tokens and the end-of-text token), through a posterior sample."""
+        positions to reconstruct: the tokens and the end-of-text token), through a posterior sample. With
+        ``input_dim`` the encoder reads ``batch["states"]`` ``(B, L, D)`` (the token states of those ids)."""
         ids, mask = batch["ids"], batch["mask"].bool()
-        posterior = self.encode(ids, mask)
+        if self.input_dim is not None and "states" not in batch:
+            raise ValueError(f"this text VAE reads token states (input_dim={self.input_dim}): the batch needs "
+                             f"'states' (B, L, D) next to 'ids'; it has {sorted(batch)}")
+        posterior = self.encode(ids if self.input_dim is None else batch["states"], mask)
         logits = self.logits(posterior.sample(generator=generator))
         ce = F.cross_entropy(logits.float().flatten(0, 1), ids.flatten(), reduction="none").view_as(ids)
         weights = mask.float()
