@@ -49,6 +49,7 @@ setup(
             "super_resolution = tasks.super_resolution:SuperResolutionTask",
             "captioning = tasks.captioning:CaptioningTask",
             "captioning.text_vae_stage = tasks.captioning.text_vae_stage:TextVAEStage",
+            "captioning.t2i_inversion = tasks.captioning.t2i_inversion:T2IInversionTask",
         ],
     },
 )

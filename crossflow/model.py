@@ -147,15 +147,38 @@ class CrossFlow(nn.Module):
         """Run the ODE from z0 (t=0) to the target latent (t=1) with ``options`` (solver, steps, time grid,
         guidance); ``source`` is needed only by a ``concat_source`` net."""
         s = options or SampleConfig()
+        velocity = self._guided_velocity(s, source, mode, "integrate")
+        grid = {} if s.time_grid == "uniform" else {"grid": s.time_grid}
+        return solve(velocity, z0, method=s.solver, steps=s.steps, t0=0.0, t1=1.0, callback=callback, **grid)
+
+    @torch.no_grad()
+    def invert(self, z1: Tensor, options: Optional[SampleConfig] = None, *, source: Optional[Tensor] = None,
+               mode: str = "guided", callback: Optional[Callable] = None) -> Tensor:
+        """Run the same ODE backwards: the target latent z1 ``(B, C, H, W)`` (t=1) → its source latent z0 (t=0).
+
+        The velocity is the one :meth:`integrate` follows (same guidance and mode), on the uniform grid from 1 to 0
+        with ``options.solver`` and ``options.steps``; ``integrate(invert(z1))`` returns z1 up to the solver error.
+        CrossFlow-T2I captioning inverts a text-to-image model this way (paper Sec. 5.3).
+
+        Raises:
+            ValueError: ``options.time_grid`` is not ``"uniform"`` (the official grid runs from 0 to 1 only).
+        """
+        s = options or SampleConfig()
+        if s.time_grid != "uniform":
+            raise ValueError(f"invert() integrates on the uniform grid from t=1 to t=0; got time_grid="
+                             f"{s.time_grid!r} (the official grid runs from 0 to 1 only): use time_grid='uniform'")
+        velocity = self._guided_velocity(s, source, mode, "invert")
+        return solve(velocity, z1, method=s.solver, steps=s.steps, t0=1.0, t1=0.0, callback=callback)
+
+    def _guided_velocity(self, s: SampleConfig, source: Optional[Tensor], mode: str, caller: str) -> GuidedVelocity:
+        """``velocity(x, t)`` of the guided ODE (a multi-resolution net: its last output)."""
         if self.concat_source:
             if source is None:
-                raise ValueError("this model concatenates the source to x_t: integrate() needs source=")
+                raise ValueError(f"this model concatenates the source to x_t: {caller}() needs source=")
             net = BoundCondition(self.velocity_net, source)
         else:
             net = self.velocity_net
-        velocity = GuidedVelocity(net, scale=s.guidance, mode=mode)  # a multi-resolution net: its last output
-        grid = {} if s.time_grid == "uniform" else {"grid": s.time_grid}
-        return solve(velocity, z0, method=s.solver, steps=s.steps, t0=0.0, t1=1.0, callback=callback, **grid)
+        return GuidedVelocity(net, scale=s.guidance, mode=mode)
 
     @torch.no_grad()
     def generate(self, source: Tensor, source_mask: Optional[Tensor] = None, *,
