@@ -63,6 +63,8 @@ def _build_parser(help_config: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("model", help="run directory or export directory")
     p.add_argument("--out", help="output directory (default: MODEL/eval)")
     p.add_argument("--num", type=int, help="evaluate only the first N held-out items")
+    p.add_argument("--split", help="the split to evaluate where the task has named splits (captioning on COCO: "
+                                   "test or val of Karpathy's split; sets task.coco.eval_split)")
     p.add_argument("--benchmark", help="score on a benchmark of the field instead of the held-out data (depth: "
                                        "nyu_v2, kitti, eth3d, scannet, diode, in Marigold's layout and protocol)")
     p.add_argument("--data", help="--benchmark: the dataset directory or .tar")
@@ -216,8 +218,11 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
-    out = Path(args.out or Path(args.model) / "eval")
-    return _evaluate(args.model, out, args, parse_overrides(getattr(args, "overrides", [])))
+    overrides = parse_overrides(getattr(args, "overrides", []))
+    if args.split:
+        overrides.append(("task.coco.eval_split", args.split))
+    out = Path(args.out or Path(args.model) / ("eval" if not args.split else f"eval_{args.split}"))
+    return _evaluate(args.model, out, args, overrides)
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:

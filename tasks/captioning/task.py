@@ -25,7 +25,7 @@ from crossflow.config import load_yaml
 from crossflow.outputs import TextOutput
 from crossflow.pipeline import Pipeline
 from crossflow.schema import ExperimentConfig, SampleConfig
-from crossflow.specs import ImageSpec
+from crossflow.specs import ImageSpec, Spec
 from crossflow.utils.images import caption_under, make_grid, save_png
 from tasks.captioning.config import CaptioningConfig
 from tasks.captioning.metrics import attribute_accuracy, caption_scores, spice_unavailable_reason
@@ -168,11 +168,22 @@ class CaptioningTask(ImageSourceTask):
                                     f"task.text_vae_config is null; train one with `crossflow train "
                                     f"configs/captioning/toy_text_vae.yaml --run-dir {self.tc.text_vae_dir}`")
         log.info("no text VAE in %s: training it first from %s", self.tc.text_vae_dir, self.tc.text_vae_config)
-        cfg, stage_cls = load_experiment(self.tc.text_vae_config, list(self.tc.text_vae_overrides))
+        cfg, stage_cls = load_experiment(self.tc.text_vae_config, self._stage_overrides())
         run_dir = Path(self.tc.text_vae_dir)
         with torch.enable_grad():  # a stage-1 run cut short there is continued, not refused
             Trainer(cfg, stage_cls(cfg), run_dir, resume=bool(run_entries(run_dir))).fit()
         return Path(self.tc.text_vae_dir)
+
+    def _stage_overrides(self) -> list[str]:
+        """Stage 1 reads the captions this stage trains on: the dataset and COCO keys are passed down."""
+        if self.tc.dataset != "coco":
+            return list(self.tc.text_vae_overrides)
+        coco = self.tc.coco
+        passed = [f"task.dataset={self.tc.dataset}", f"task.coco.train_splits={json.dumps(list(coco.train_splits))}",
+                  f"task.coco.eval_split={coco.eval_split}"]
+        passed += [f"task.coco.{k}={v}" for k, v in (("dataset_json", coco.dataset_json),
+                                                      ("image_root", coco.image_root)) if v is not None]
+        return passed + list(self.tc.text_vae_overrides)
 
     def text_vae(self) -> tuple[TextVAE, TextVAEStage]:
         """The frozen text VAE of ``task.text_vae_dir`` and its stage (tokenizer), loaded once."""
@@ -193,6 +204,22 @@ class CaptioningTask(ImageSourceTask):
         return self._text_vae
 
     # -------------------------------------------------------------- the contract
+    def source_spec(self) -> Spec:
+        """Toy world: the RGB image; COCO: what ``task.image`` makes of an image (pixels, SD-VAE latent, CLIP
+        tokens), known from the config alone."""
+        if self.tc.dataset != "coco":
+            return super().source_spec()
+        from tasks.captioning.images import ImageEncoder
+
+        return ImageEncoder.from_config(self.tc.image).source_spec()
+
+    def source_processor(self):
+        if self.tc.dataset != "coco":
+            return super().source_processor()
+        from tasks.captioning.coco_stage import CocoImageProcessor
+
+        return CocoImageProcessor(self.tc.image)
+
     def target_spec(self) -> ImageSpec:
         return ImageSpec.of(self.text_vae_config().task.text_vae.latent_shape)
 
@@ -204,13 +231,16 @@ class CaptioningTask(ImageSourceTask):
             resolve_weights(self.tc.text_vae_dir)
         except (FileNotFoundError, CheckpointError):
             self.train_text_vae()
+        if self.tc.dataset == "coco":
+            from tasks.captioning.coco_stage import coco_training_data
+
+            return coco_training_data(self)
         vae, stage = self.text_vae()
         train, _ = self.splits()
         unique = sorted({ex.caption for ex in train.examples})
         row = {c: i for i, c in enumerate(unique)}
         with torch.no_grad():
-            ids, mask = stage.tokenizer.encode(unique)
-            post = vae.encode(ids, mask)
+            post = stage.text_posterior(vae, unique, torch.device("cpu"))
         log.info("captioning: %d training images, %d unique captions encoded by the text VAE", len(train), len(unique))
         return ImageCaptionLatents(train, post.mean.float(), post.logvar.float(),
                                    torch.tensor([row[ex.caption] for ex in train.examples]), target=self.tc.target)
@@ -219,5 +249,23 @@ class CaptioningTask(ImageSourceTask):
         vae, stage = self.text_vae()
         return TextVAECodec(vae, stage.tokenizer)
 
-    def evaluator(self) -> CaptioningEvaluator:
+    def evaluator(self):
+        if self.tc.dataset == "coco":
+            from tasks.captioning.coco_stage import CocoCaptionEvaluator
+
+            return CocoCaptionEvaluator(self)
         return CaptioningEvaluator(self)
+
+    @classmethod
+    def toy_data_formats(cls) -> dict[str, Any]:
+        """``crossflow toy-data coco OUT``: toy scenes as COCO images with Karpathy's ``dataset_coco.json``."""
+        from tasks.captioning.toy_coco import write_toy_coco
+
+        return {"coco": write_toy_coco}
+
+    @classmethod
+    def extract_features(cls, argv: list[str]) -> dict[str, Any]:
+        """``crossflow extract CONFIG``: the COCO images of Karpathy's split as image features in shards."""
+        from tasks.captioning.extract import main
+
+        return main(argv)
