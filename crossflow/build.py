@@ -1,7 +1,8 @@
 """Build the model that the ``model`` config section describes, for a task's source and target.
 
 ``model.kind`` picks the class (:class:`CrossFlowModelConfig` → :class:`~crossflow.model.CrossFlow`,
-:class:`XAttnBaselineConfig` → :class:`~crossflow.baseline.CrossAttentionFlow`); the specs say what the
+:class:`XAttnBaselineConfig` → :class:`~crossflow.baseline.CrossAttentionFlow`,
+:class:`RegressionModelConfig` → :class:`~crossflow.regression.DirectRegression`); the specs say what the
 source and the target latent are, so nothing here knows a modality. Every mismatch between the config
 and the specs is a :class:`ConfigError` naming the key.
 """
@@ -18,13 +19,14 @@ from crossflow.encoders import ConvFeatureEncoder
 from crossflow.encoders.build import build_source_encoder, describe_spec
 from crossflow.model import CrossFlow
 from crossflow.models.build import build_dit, build_velocity_net
+from crossflow.regression import DirectRegression
 from crossflow.schema import (CrossFlowModelConfig, DiTConfig, FlowConfig, ModelConfig, NoiseSourceConfig,
-                              XAttnBaselineConfig)
+                              RegressionModelConfig, XAttnBaselineConfig)
 from crossflow.specs import ImageSpec, Spec, TokenSpec
 
 
 def build_model(model: ModelConfig, flow: FlowConfig, *, source: Spec, target: ImageSpec) -> nn.Module:
-    """The model of ``model`` (CrossFlow or the cross-attention baseline), freshly initialised.
+    """The model of ``model`` (CrossFlow, the cross-attention or the regression baseline), freshly initialised.
 
     Args:
         model: the ``model`` section.
@@ -39,8 +41,10 @@ def build_model(model: ModelConfig, flow: FlowConfig, *, source: Spec, target: I
         return _build_crossflow(model, flow, source, target)
     if isinstance(model, XAttnBaselineConfig):
         return _build_xattn_baseline(model, flow, source, target)
+    if isinstance(model, RegressionModelConfig):
+        return _build_regression(model, source, target)
     raise ConfigError(f"model: {type(model).__name__} is not a model config; valid: CrossFlowModelConfig, "
-                      "XAttnBaselineConfig")
+                      "XAttnBaselineConfig, RegressionModelConfig")
 
 
 def _build_crossflow(cfg: CrossFlowModelConfig, flow: FlowConfig, source: Spec, target: ImageSpec) -> CrossFlow:
@@ -79,3 +83,17 @@ def _build_xattn_baseline(cfg: XAttnBaselineConfig, flow: FlowConfig, source: Sp
                           f"sequence); leave it at {default_std!r}")
     net = build_dit(net_cfg, target, context_dim=source.dim, null_tokens=cfg.null_tokens, indicator=False)
     return CrossAttentionFlow(net, flow, cond_drop_probability=cfg.cond_drop_probability)
+
+
+def _build_regression(cfg: RegressionModelConfig, source: Spec, target: ImageSpec) -> DirectRegression:
+    if not isinstance(source, ImageSpec) or source.shape != target.shape:
+        raise ConfigError(f"model.kind: 'regression' maps an image-shaped source of the target's shape "
+                          f"{target.shape}; this task's source is {describe_spec(source)} (use kind 'crossflow')")
+    net_cfg = cfg.velocity_net
+    if not isinstance(net_cfg, DiTConfig):
+        raise ConfigError(f"model.velocity_net.arch: {getattr(net_cfg, 'arch', type(net_cfg).__name__)!r} is not "
+                          "supported by model.kind=regression; use 'dit'")
+    if net_cfg.concat_source:
+        raise ConfigError("model.velocity_net.concat_source: not supported by model.kind=regression (the source "
+                          "is the network's input already)")
+    return DirectRegression(build_dit(net_cfg, target, indicator=False), residual=cfg.residual)

@@ -222,8 +222,26 @@ class XAttnBaselineConfig:
             raise ValueError(f"null_tokens must be >= 1, got {self.null_tokens}")
 
 
+@dataclass
+class RegressionModelConfig:
+    """The regression baseline (``kind: regression``): one network maps the image-shaped source to the target in
+    a single forward, trained with the mean squared error (no noise, no ODE, no guidance).
+
+    The network is the DiT of ``velocity_net`` called at ``t = 0`` (see :mod:`crossflow.regression`); the source
+    must have the target's shape (super-resolution: the bicubic-upsampled low-res image).
+    """
+
+    kind: Literal["regression"] = _f("regression", "one DiT forward maps the source image to the target, MSE "
+                                                   "(super-resolution regression baseline; image sources of the "
+                                                   "target's shape only)")
+    velocity_net: DiTConfig = field(default_factory=DiTConfig, metadata={
+        "help": "DiT sizes of the regression network (no indicator embedding, no concat_source)"})
+    residual: bool = _f(True, "predict source + net(source): the zero-initialised output starts as the source "
+                              "itself (bicubic upsampling) and learns the correction; false: net(source) alone")
+
+
 #: ``model``: ``kind`` picks the class; a section without ``kind`` is a :class:`CrossFlowModelConfig`.
-ModelConfig = Union[CrossFlowModelConfig, XAttnBaselineConfig]
+ModelConfig = Union[CrossFlowModelConfig, XAttnBaselineConfig, RegressionModelConfig]
 
 
 @dataclass
@@ -330,7 +348,7 @@ class ExperimentConfig:
 
     task: Any = _f({}, "task adapter section; 'name' picks the adapter (e.g. t2i)")
     model: ModelConfig = field(default_factory=CrossFlowModelConfig, metadata={
-        "help": "the model; kind picks CrossFlow or the cross-attention baseline"})
+        "help": "the model; kind picks CrossFlow, the cross-attention baseline or the regression baseline"})
     flow: FlowConfig = field(default_factory=FlowConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)

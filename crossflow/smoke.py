@@ -17,7 +17,8 @@ from typing import Any
 
 from crossflow.config import apply_overrides, from_dict, to_dict
 from crossflow.schema import (CrossFlowModelConfig, DiMRConfig, DiTConfig, ExperimentConfig, ImageVEConfig,
-                              ReductionVEConfig, TokenVEConfig, TrainConfig, XAttnBaselineConfig)
+                              ReductionVEConfig, RegressionModelConfig, TokenVEConfig, TrainConfig,
+                              XAttnBaselineConfig)
 
 #: Smoke sizes: upper bounds (a config that is smaller keeps its own value).
 WIDTH, DEPTH, HEADS, FFN = 64, 2, 2, 128
@@ -91,7 +92,7 @@ def smoke_overrides(raw: dict[str, Any]) -> list[tuple[str, Any]]:
         con = model.contrastive
         out += _leaves("model.contrastive", {"widths": _conv_widths(con.widths),
                                              "hidden_dim": min(con.hidden_dim, WIDTH)}, con)
-    if isinstance(model, (CrossFlowModelConfig, XAttnBaselineConfig)):
+    if isinstance(model, (CrossFlowModelConfig, XAttnBaselineConfig, RegressionModelConfig)):
         out += _leaves("model.velocity_net", _shrink(model.velocity_net), model.velocity_net)
     out += _leaves("train", _bounded(TRAIN, cfg.train), cfg.train)
     out += _leaves("sample", _bounded(SAMPLE, cfg.sample), cfg.sample)

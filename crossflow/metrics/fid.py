@@ -69,6 +69,38 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
+def frechet_distance_to_features(features: Tensor | np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Fréchet distance between the Gaussian of feature rows (mean, unbiased covariance) and ``(mu2, sigma2)``.
+
+    With ``N ≤ D`` rows the sample covariance is ``S1 = AᵀA`` with ``A = (X − mean) / √(N − 1)`` of rank
+    < N, and the nonzero eigenvalues of ``S1 S2`` are those of the symmetric PSD ``N×N`` matrix
+    ``A S2 Aᵀ``, so ``tr((S1 S2)^½) = Σ √eig(A S2 Aᵀ)`` exactly, in ``O(N·D²)`` (milliseconds for a few
+    hundred images, where a 2048-d ``sqrtm`` takes ~10 s per call on one CPU thread). This is the exact
+    value, which :func:`frechet_distance` only approximates on such singular covariances (its ``eps``
+    retry). With ``N > D`` it is :func:`frechet_distance` of the rows' statistics.
+
+    Args:
+        features: ``(N, D)`` rows, N ≥ 2.
+        mu2: ``(D,)`` reference mean.
+        sigma2: ``(D, D)`` reference covariance.
+    """
+    x = features.detach().double().cpu().numpy() if isinstance(features, Tensor) else np.asarray(features, np.float64)
+    mu2, sigma2 = np.asarray(mu2, np.float64), np.asarray(sigma2, np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"expected (N, D) features with N ≥ 2, got shape {x.shape}")
+    n, d = x.shape
+    if mu2.shape != (d,) or sigma2.shape != (d, d):
+        raise ValueError(f"reference statistics {mu2.shape}, {sigma2.shape} do not match {d}-d features")
+    mu1 = x.mean(axis=0)
+    if n > d:
+        return frechet_distance(mu1, np.cov(x, rowvar=False), mu2, sigma2)
+    a = (x - mu1) / np.sqrt(n - 1)
+    inner = a @ sigma2 @ a.T
+    eig = np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None)  # PSD up to rounding
+    diff = mu1 - mu2
+    return float(diff @ diff + np.sum(a * a) + np.trace(sigma2) - 2 * np.sum(np.sqrt(eig)))
+
+
 # ----------------------------------------------------------------------------- statistics
 class ActivationStatistics:
     """Running mean and covariance of feature rows, merged batch by batch (Chan et al.) in float64.

@@ -5,6 +5,8 @@ Our own implementation (no torchvision) of the network that the standard FID wei
 no auxiliary head, and the FID variants of the pooling branches (the TF graph averages without
 counting the zero padding, and the last block max-pools). Inputs in [0, 1] are resized to 299×299
 bilinearly (``align_corners=False``) and mapped to [-1, 1]; the output is the 2048-d pool3 feature.
+:meth:`FIDInceptionV3.features_and_logits` adds the 1008-class logits without the bias (``pool3 · Wᵀ``),
+the Inception Score's input in the OpenAI evaluator and torch-fidelity (``logits_unbiased``).
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ class FIDInceptionV3(nn.Module):
         self.Mixed_7a = InceptionD(768)
         self.Mixed_7b = InceptionE(1280, pool="avg")
         self.Mixed_7c = InceptionE(2048, pool="max")
-        self.fc = nn.Linear(2048, 1008)  # never used for FID; part of the weights file's layout
+        self.fc = nn.Linear(2048, 1008)  # not used for FID; its weight (no bias) gives the Inception Score logits
 
     def forward(self, x: Tensor) -> Tensor:
         """Pool3 features ``(B, 2048)`` of images ``(B, 3, H, W)`` in [0, 1]."""
@@ -197,6 +199,18 @@ class FIDInceptionV3(nn.Module):
                       self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
             x = block(x)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+    def features_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """One forward: pool3 features ``(B, 2048)`` (exactly :meth:`forward`) and logits ``(B, 1008)``.
+
+        The logits are ``features · fc.weightᵀ`` *without* ``fc.bias``, as the IS code of the OpenAI
+        evaluator (``softmax/logits/MatMul``) and torch-fidelity (``logits_unbiased``) take them.
+
+        Args:
+            x: ``(B, 3, H, W)`` images in [0, 1] (resized and normalised as in :meth:`forward`).
+        """
+        features = self(x)
+        return features, F.linear(features, self.fc.weight)
 
 
 def load_fid_inception(path: str | Path, *, device: torch.device | str = "cpu") -> FIDInceptionV3:

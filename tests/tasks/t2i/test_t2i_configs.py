@@ -84,6 +84,9 @@ def test_every_shipped_config_validates_round_trips_and_builds_on_meta(path: Pat
     if path.name == "toy_t2i_inversion.yaml":  # CrossFlow-T2I captioning: a caption decoder over a frozen T2I model
         assert type(model).__name__ == "InversionCaptioner"
         return
+    if path.name.endswith("_regression.yaml"):  # the SR regression baseline: one DiT forward, MSE
+        assert type(model).__name__ == "DirectRegression"
+        return
     expected = CrossAttentionFlow if isinstance(cfg.model, XAttnBaselineConfig) else CrossFlow
     assert type(model) is expected
     if path.name == "toy_baseline.yaml":  # the SR3-style baseline: noise source, low-res image concatenated
