@@ -36,11 +36,10 @@ from crossflow.data.transforms import center_crop_lanczos
 from crossflow.registry import load_experiment
 from tasks.captioning.config import KARPATHY_SPLITS, CaptioningConfig
 from tasks.captioning.images import FEATURES_FORMAT, ImageEncoder
+from tasks.t2i.extract import ExtractionProgress
 
 log = logging.getLogger(__name__)
 REPORT = "extraction_report.json"
-#: Seconds between progress log lines (tqdm shows the rate on a terminal only; log files get these).
-PROGRESS_EVERY_S = 60.0
 #: ``task.image`` keys named in the error when a resume's image settings differ from the stored ones.
 _IMAGE_KEYS = {"kind": "task.image.kind", "resolution": "task.image.resolution", "vae": "task.image.vae.name_or_path",
                "vae_subfolder": "task.image.vae.subfolder", "vae_dtype": "task.image.vae.dtype",
@@ -174,7 +173,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     loader = DataLoader(CroppedImages(flat, root, tc.image.resolution, center_crop_lanczos),
                         batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_list)
     start, count, new_skips = time.time(), 0, []
-    progress = _Progress(len(flat))
+    progress = ExtractionProgress(len(flat), unit="images", rate_unit="img/s")
     with tqdm(total=len(flat), unit="img", desc="extract", dynamic_ncols=True) as bar:
         for batch in loader:
             features = iter(encoder.encode([arr for _, arr, _ in batch if arr is not None]))
@@ -248,23 +247,3 @@ def _stop(out: str | Path, rows: dict[int, dict[str, Any]], num: int, size: int,
     write_report(out, rows, None, {"images": None}, [p for p in pending if p["index"] // size not in written],
                  stopped=message)
     raise SkipLimitExceeded(message)
-
-
-class _Progress:
-    """Log the extraction rate and the time left every ``PROGRESS_EVERY_S`` seconds."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.done = total, 0
-        self.start = self.last = time.time()
-
-    def update(self, n: int) -> None:
-        from tasks.t2i.extract import format_duration
-
-        self.done += n
-        now = time.time()
-        if now - self.last < PROGRESS_EVERY_S or self.done >= self.total:
-            return
-        self.last = now
-        rate = self.done / max(now - self.start, 1e-9)
-        log.info("extract: %d/%d images (%.1f img/s), about %s left", self.done, self.total, rate,
-                 format_duration((self.total - self.done) / max(rate, 1e-9)))

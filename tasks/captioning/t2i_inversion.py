@@ -32,8 +32,8 @@ from crossflow.schema import ExperimentConfig, SampleConfig, _f
 from crossflow.specs import ImageSpec
 from crossflow.utils.images import make_grid, save_png
 from tasks.captioning.inversion_decoder import CaptionLatents, FrozenModel, InversionCaptioner, InversionCodec
-from tasks.captioning.metrics import attribute_accuracy, caption_scores, spice_unavailable_reason
-from tasks.captioning.task import captioned_tiles
+from tasks.captioning.metrics import attribute_accuracy
+from tasks.captioning.task import captioned_tiles, toy_caption_scores
 from tasks.captioning.vocab import CaptionTokenizer
 from tasks.image_source import HeldOutEvaluator, ImageSourceTask
 from tasks.t2i.task import TextToImageTask
@@ -121,19 +121,11 @@ class T2IInversionEvaluator(HeldOutEvaluator):
         self.task.bind(pipe.model)
         super().preview(pipe, path)
 
-    def references(self, example: Example) -> list[str]:
-        if self.task.tc.references == "own":
-            return [example.caption]
-        return [caption(example.scene, i) for i in range(len(TEMPLATES))]
-
     def score(self, pipe: Pipeline, output: TextOutput, inputs: Tensor, test: RenderedSplit, n: int,
               options: SampleConfig, out_dir: Path) -> dict[str, Any]:
         examples, generated = test.examples[:n], output.texts
         truth = [ex.attributes for ex in examples]
-        metrics: dict[str, Any] = attribute_accuracy([parse_caption(c) for c in generated], truth)
-        metrics |= caption_scores({i: self.references(ex) for i, ex in enumerate(examples)}, dict(enumerate(generated)))
-        if metrics["SPICE"] is None:
-            metrics["SPICE_unavailable"] = spice_unavailable_reason() or "SPICE failed (see the log)"
+        metrics = toy_caption_scores(examples, generated, self.task.tc.references)
         model: InversionCaptioner = pipe.model
         device = next(model.decoder.parameters()).device
         captions = [self.task.decoder_caption(ex) for ex in examples]

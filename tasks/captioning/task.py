@@ -46,6 +46,21 @@ def captioned_tiles(images: np.ndarray, texts: Sequence[str], upscale: int = 4) 
     return np.stack([np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255) for t in tiles])
 
 
+def toy_caption_scores(examples: Sequence[Any], generated: Sequence[str], references: str = "all_templates") -> dict:
+    """Scores of captions ``generated`` for toy scenes ``examples``: the attributes parsed back from each caption,
+    and the COCO caption metrics (pycocoevalcap) against the scene's caption under every toy template
+    (``references="all_templates"``, several references per image as COCO's five) or the one it was drawn with
+    (``"own"``); SPICE's absence is explained in ``SPICE_unavailable``."""
+    truth = [ex.attributes for ex in examples]
+    metrics: dict[str, Any] = attribute_accuracy([parse_caption(c) for c in generated], truth)
+    refs = {i: [ex.caption] if references == "own" else [caption(ex.scene, t) for t in range(len(TEMPLATES))]
+            for i, ex in enumerate(examples)}
+    metrics |= caption_scores(refs, dict(enumerate(generated)))
+    if metrics["SPICE"] is None:
+        metrics["SPICE_unavailable"] = spice_unavailable_reason() or "SPICE failed (see the log)"
+    return metrics
+
+
 class TextVAECodec:
     """Generated text latents ``(B, C, H, W)`` → words, through the frozen text VAE's decoder and the tokenizer."""
 
@@ -96,19 +111,11 @@ class CaptioningEvaluator(HeldOutEvaluator):
 
     picture_name = "captions.png"
 
-    def references(self, example) -> list[str]:
-        if self.task.tc.references == "own":
-            return [example.caption]
-        return [caption(example.scene, i) for i in range(len(TEMPLATES))]
-
     def score(self, pipe: Pipeline, output: TextOutput, inputs: Tensor, test: RenderedSplit, n: int,
               options: SampleConfig, out_dir: Path) -> dict[str, Any]:
         examples, generated = test.examples[:n], output.texts
         truth = [ex.attributes for ex in examples]
-        metrics: dict[str, Any] = attribute_accuracy([parse_caption(c) for c in generated], truth)
-        metrics |= caption_scores({i: self.references(ex) for i, ex in enumerate(examples)}, dict(enumerate(generated)))
-        if metrics["SPICE"] is None:
-            metrics["SPICE_unavailable"] = spice_unavailable_reason() or "SPICE failed (see the log)"
+        metrics = toy_caption_scores(examples, generated, self.task.tc.references)
         other = "sample" if options.z0 == "mean" else "mean"
         other_caps = pipe(list(inputs), options=options, z0=other).texts
         metrics[f"z0_{other}"] = attribute_accuracy([parse_caption(c) for c in other_caps], truth)

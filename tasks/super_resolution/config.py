@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from crossflow.schema import _f
-from tasks.t2i.config import VAEConfig
 from tasks.toyworld.config import ToyWorldSplitConfig
 
 
@@ -19,9 +18,7 @@ class ImageNetSRConfig:
     eval_dir: str = _f("val", "evaluation images under root (the paper: the 50,000 validation images)")
     hr_size: int = _f(256, "high-res side: largest central square crop, antialiased resize (low-res = hr_size / "
                            "task.scale, e.g. 256 / 4 = 64)")
-    features_dir: Optional[str] = _f(None, "pre-extracted high-res crops (`crossflow extract CONFIG`); null: decode "
-                                           "the JPEGs while training")
-    max_skipped_fraction: float = _f(0.01, "unreadable images are skipped and counted; training or extraction stops "
+    max_skipped_fraction: float = _f(0.01, "unreadable images are skipped and counted; training or evaluation stops "
                                            "past this fraction")
     num_eval: Optional[int] = _f(None, "evaluation images (N evenly spaced over the sorted list, so every class is "
                                        "represented; null: all; `crossflow eval --num` overrides)")
@@ -46,9 +43,6 @@ class SuperResolutionConfig:
                                                               "folder layout, SR3's preprocessing)")
     toyworld: ToyWorldSplitConfig = field(default_factory=ToyWorldSplitConfig)
     imagenet: ImageNetSRConfig = field(default_factory=ImageNetSRConfig)
-    space: Literal["pixels", "sd_vae"] = _f("pixels", "where the flow runs: pixels (source = the bicubic-upsampled "
-                                                      "low-res image) or SD-VAE latents of both (task.vae)")
-    vae: VAEConfig = field(default_factory=VAEConfig)
     metrics: SRMetricsConfig = field(default_factory=SRMetricsConfig)
     scale: int = _f(4, "upscaling factor: low-res side = high-res side / scale, the high-res side being "
                        "toyworld.resolution or imagenet.hr_size (toy 32 → 8; paper 256 → 64)")

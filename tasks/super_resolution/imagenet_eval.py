@@ -3,7 +3,8 @@
 ``N`` usable images of ``task.imagenet.root / eval_dir`` (evenly spaced over the sorted list, so every class is
 represented; ``N`` = ``crossflow eval --num``, else ``task.imagenet.num_eval``, else all) are cropped to the
 high-res truth (HR), downsampled to the 8-bit low-res input (LR), and the pipeline is given the LR images, batch
-by batch (the noise of image ``i`` is seeded by ``i``, so the outputs do not depend on the batch size). Scores, written to ``metrics.json``:
+by batch (the noise of image ``i`` is seeded by ``i``, so the outputs do not depend on the batch size). Scores,
+written to ``metrics.json``:
 
 * PSNR and SSIM per image on 8-bit RGB at full size, averaged, for the model and for bicubic upsampling;
 * FID (against the Inception statistics of the same HR images, cached in the output folder, or

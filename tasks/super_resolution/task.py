@@ -10,8 +10,8 @@ All go through the same trainer, pipeline and evaluator; the config alone picks 
 
 Data: ``task.dataset: toyworld`` renders the built-in toy world; ``imagenet`` reads an image folder
 (:mod:`tasks.super_resolution.imagenet`) and evaluates with
-:class:`~tasks.super_resolution.imagenet_eval.ImageNetSREvaluator` (PSNR/SSIM, FID/IS). Only
-``task.space: pixels`` is implemented; ``sd_vae`` is refused with a ConfigError.
+:class:`~tasks.super_resolution.imagenet_eval.ImageNetSREvaluator` (PSNR/SSIM, FID/IS). The flow runs in
+pixel space (an SD-VAE latent space is not built).
 """
 
 from __future__ import annotations
@@ -115,18 +115,9 @@ class SuperResolutionEvaluator(HeldOutEvaluator):
 class SuperResolutionTask(ImageSourceTask):
     """Low-res image → high-res image. Source (the upsampled low-res image) and target are ``(3, R, R)`` in [-1, 1],
     ``R`` = ``task.toyworld.resolution`` (toy world) or ``task.imagenet.hr_size`` (image folders).
-
-    Raises:
-        ConfigError: ``task.space: sd_vae`` (not implemented: the flow runs on pixels).
     """
 
     config_class = SuperResolutionConfig
-
-    def __init__(self, config) -> None:
-        super().__init__(config)
-        if self.tc.space != "pixels":
-            raise ConfigError(f"task.space: {self.tc.space!r} is not implemented for super_resolution (the flow runs "
-                              "on pixels, source = the bicubic-upsampled low-res image); use 'pixels'")
 
     @property
     def resolution(self) -> int:

@@ -270,7 +270,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     known = {s["index"] for k in grown for s in done[k].get("skipped", [])}
     for b in (b for k in todo for b in skipped[k] if b["index"] not in known):
         _count_reason(new_skips, b["reason"])
-    progress = _Progress(len(flat))
+    progress = ExtractionProgress(len(flat))
     with tqdm(total=len(flat), unit="rec", desc="extract", dynamic_ncols=True) as bar:
         for record, arrays, reason in _results(args, flat, extractor, tc, crop, storage):
             assembler.add(record.to_json(), arrays, reason)
@@ -305,12 +305,12 @@ def _count_reason(counts: dict[str, int], reason: str) -> None:
     counts[kind] = counts.get(kind, 0) + 1
 
 
-class _Progress:
+class ExtractionProgress:
     """Log the extraction rate and the time left every ``PROGRESS_EVERY_S`` (tqdm shows them too, but only on
-    a terminal; the log line also reaches log files and batch jobs)."""
+    a terminal; the log line also reaches log files and batch jobs). ``unit`` names what is counted."""
 
-    def __init__(self, total: int) -> None:
-        self.total, self.done = total, 0
+    def __init__(self, total: int, unit: str = "records", rate_unit: str = "rec/s") -> None:
+        self.total, self.done, self.unit, self.rate_unit = total, 0, unit, rate_unit
         self.start = self.last = time.time()
 
     def update(self, n: int = 1) -> None:
@@ -320,7 +320,7 @@ class _Progress:
             return
         self.last = now
         rate = self.done / max(now - self.start, 1e-9)
-        log.info("extract: %d/%d records (%.1f rec/s), about %s left", self.done, self.total, rate,
+        log.info("extract: %d/%d %s (%.1f %s), about %s left", self.done, self.total, self.unit, rate, self.rate_unit,
                  format_duration((self.total - self.done) / max(rate, 1e-9)))
 
 

@@ -85,8 +85,6 @@ def test_scale_is_checked_against_the_selected_dataset():
 
 
 def test_unsupported_settings_are_config_errors_naming_the_key():
-    with pytest.raises(ConfigError, match=r"task.space: 'sd_vae' is not implemented.*use 'pixels'"):
-        _task("crossflow", space="sd_vae")
     with pytest.raises(ConfigError, match=r"task.imagenet.root: not set"):
         _task("crossflow").train_dataset()
     raw = _raw("regression")
