@@ -64,18 +64,24 @@ def _build_crossflow(cfg: CrossFlowModelConfig, flow: FlowConfig, source: Spec, 
                      concat_source=concat)
 
 
+def _plain_dit(net_cfg: object, kind: str, why_no_concat: str) -> DiTConfig:
+    """The ``velocity_net`` of a baseline ``kind``: a DiT without ``concat_source`` (else a ConfigError naming it)."""
+    if not isinstance(net_cfg, DiTConfig):
+        raise ConfigError(f"model.velocity_net.arch: {getattr(net_cfg, 'arch', type(net_cfg).__name__)!r} is not "
+                          f"supported by model.kind={kind}; use 'dit'")
+    if net_cfg.concat_source:
+        raise ConfigError(f"model.velocity_net.concat_source: not supported by model.kind={kind.split(' ')[0]} "
+                          f"({why_no_concat})")
+    return net_cfg
+
+
 def _build_xattn_baseline(cfg: XAttnBaselineConfig, flow: FlowConfig, source: Spec,
                           target: ImageSpec) -> CrossAttentionFlow:
     if not isinstance(source, TokenSpec):
         raise ConfigError(f"model.kind: 'xattn_baseline' cross-attends to a token sequence; this task's source is "
                           f"{describe_spec(source)} (use kind 'crossflow')")
-    net_cfg = cfg.velocity_net
-    if not isinstance(net_cfg, DiTConfig):
-        raise ConfigError(f"model.velocity_net.arch: {getattr(net_cfg, 'arch', type(net_cfg).__name__)!r} is not "
-                          "supported by model.kind=xattn_baseline (a DiT with cross-attention); use 'dit'")
-    if net_cfg.concat_source:
-        raise ConfigError("model.velocity_net.concat_source: not supported by model.kind=xattn_baseline (its "
-                          "source is a token sequence, reached through cross-attention)")
+    net_cfg = _plain_dit(cfg.velocity_net, "xattn_baseline (a DiT with cross-attention)",
+                         "its source is a token sequence, reached through cross-attention")
     default_std = DiTConfig().indicator_init_std
     if net_cfg.indicator_init_std != default_std:
         raise ConfigError(f"model.velocity_net.indicator_init_std={net_cfg.indicator_init_std!r}: model.kind="
@@ -89,11 +95,5 @@ def _build_regression(cfg: RegressionModelConfig, source: Spec, target: ImageSpe
     if not isinstance(source, ImageSpec) or source.shape != target.shape:
         raise ConfigError(f"model.kind: 'regression' maps an image-shaped source of the target's shape "
                           f"{target.shape}; this task's source is {describe_spec(source)} (use kind 'crossflow')")
-    net_cfg = cfg.velocity_net
-    if not isinstance(net_cfg, DiTConfig):
-        raise ConfigError(f"model.velocity_net.arch: {getattr(net_cfg, 'arch', type(net_cfg).__name__)!r} is not "
-                          "supported by model.kind=regression; use 'dit'")
-    if net_cfg.concat_source:
-        raise ConfigError("model.velocity_net.concat_source: not supported by model.kind=regression (the source "
-                          "is the network's input already)")
+    net_cfg = _plain_dit(cfg.velocity_net, "regression", "the source is the network's input already")
     return DirectRegression(build_dit(net_cfg, target, indicator=False), residual=cfg.residual)

@@ -14,7 +14,6 @@ Toy world only: the T2I model must be a toy-world CrossFlow, whose target is the
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +29,9 @@ from crossflow.outputs import TextOutput
 from crossflow.pipeline import Pipeline
 from crossflow.schema import ExperimentConfig, SampleConfig, _f
 from crossflow.specs import ImageSpec
-from crossflow.utils.images import make_grid, save_png
 from tasks.captioning.inversion_decoder import CaptionLatents, FrozenModel, InversionCaptioner, InversionCodec
 from tasks.captioning.metrics import attribute_accuracy
-from tasks.captioning.task import captioned_tiles, toy_caption_scores
+from tasks.captioning.task import toy_caption_picture, toy_caption_scores, write_toy_captions
 from tasks.captioning.vocab import CaptionTokenizer
 from tasks.image_source import HeldOutEvaluator, ImageSourceTask
 from tasks.t2i.task import TextToImageTask
@@ -145,16 +143,12 @@ class T2IInversionEvaluator(HeldOutEvaluator):
         metrics["unique_captions"] = len(set(generated))
         metrics["references"] = self.task.tc.references
         metrics["t2i_dir"] = str(self.task.tc.t2i_dir)
-        with open(out_dir / "captions.jsonl", "w", encoding="utf-8") as fh:
-            for i, (ex, cap) in enumerate(zip(examples, generated)):
-                fh.write(json.dumps({"index": i, "generated": cap, "truth": ex.caption, **ex.attributes}) + "\n")
+        write_toy_captions(out_dir / "captions.jsonl", examples, generated)
         return metrics
 
     def picture(self, inputs: Tensor, output: TextOutput, test: RenderedSplit, k: int, path: Path) -> Path:
         """Each image (×4) with the caption of its inversion and the true caption written under it."""
-        texts = [f"> {g} | truth: {ex.caption}" for g, ex in zip(output.texts[:k], test.examples[:k])]
-        images = inputs[:k].permute(0, 2, 3, 1).numpy()
-        return save_png(make_grid(captioned_tiles(images, texts), nrow=min(6, k)), path)
+        return toy_caption_picture(inputs, output.texts, test.examples, k, path)
 
     def summary(self, metrics: dict[str, Any]) -> str:
         acc = " / ".join(f"{metrics[f'{a}_accuracy']:.2f}" for a in ("color", "shape", "size", "position"))

@@ -61,6 +61,19 @@ def toy_caption_scores(examples: Sequence[Any], generated: Sequence[str], refere
     return metrics
 
 
+def write_toy_captions(path: Path, examples: Sequence[Any], generated: Sequence[str]) -> None:
+    """``captions.jsonl``: per toy scene its index, generated and true caption, and attributes."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for i, (ex, cap) in enumerate(zip(examples, generated)):
+            fh.write(json.dumps({"index": i, "generated": cap, "truth": ex.caption, **ex.attributes}) + "\n")
+
+
+def toy_caption_picture(inputs: Tensor, generated: Sequence[str], examples: Sequence[Any], k: int, path: Path) -> Path:
+    """The first ``k`` images ``(N, 3, H, W)`` uint8 (×4), each with its generated and true caption under it."""
+    texts = [f"> {g} | truth: {ex.caption}" for g, ex in zip(generated[:k], examples[:k])]
+    return save_png(make_grid(captioned_tiles(inputs[:k].permute(0, 2, 3, 1).numpy(), texts), nrow=min(6, k)), path)
+
+
 class TextVAECodec:
     """Generated text latents ``(B, C, H, W)`` → words, through the frozen text VAE's decoder and the tokenizer."""
 
@@ -124,16 +137,12 @@ class CaptioningEvaluator(HeldOutEvaluator):
                                                                      [ex.caption for ex in examples])
         metrics["unique_captions"] = len(set(generated))
         metrics["references"] = self.task.tc.references
-        with open(out_dir / "captions.jsonl", "w", encoding="utf-8") as fh:
-            for i, (ex, cap) in enumerate(zip(examples, generated)):
-                fh.write(json.dumps({"index": i, "generated": cap, "truth": ex.caption, **ex.attributes}) + "\n")
+        write_toy_captions(out_dir / "captions.jsonl", examples, generated)
         return metrics
 
     def picture(self, inputs: Tensor, output: TextOutput, test: RenderedSplit, k: int, path: Path) -> Path:
         """Each image (×4) with the generated caption and the true caption written under it."""
-        texts = [f"> {g} | truth: {ex.caption}" for g, ex in zip(output.texts[:k], test.examples[:k])]
-        images = inputs[:k].permute(0, 2, 3, 1).numpy()
-        return save_png(make_grid(captioned_tiles(images, texts), nrow=min(6, k)), path)
+        return toy_caption_picture(inputs, output.texts, test.examples, k, path)
 
     def summary(self, metrics: dict[str, Any]) -> str:
         return (f"all-attribute accuracy {metrics['all_accuracy']:.3f}, BLEU-4 {metrics['BLEU-4']:.3f}, "
