@@ -51,8 +51,11 @@ class CrossFlow(nn.Module):
         self.path = LinearPath(flow.sigma_min)
         self.contrastive_weight = contrastive_weight
         self.concat_source = concat_source
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)),
+        # One element rather than 0-d: FSDP shards no 0-d parameter. 0-d values (exports written before,
+        # the official checkpoints' converted value) are reshaped when loaded.
+        self.logit_scale = nn.Parameter(torch.full((1,), math.log(1.0 / init_temperature)),
                                         requires_grad=learn_temperature)
+        self._register_load_state_dict_pre_hook(_one_element_logit_scale)
 
     def compile_modules(self) -> list[nn.Module]:
         """``train.compile`` compiles the velocity network (the bulk of the compute) in place."""
@@ -199,3 +202,8 @@ class CrossFlow(nn.Module):
             callback({"step": -1, "t": 0.0, "x": z0, "method": s.solver})
         return self.integrate(z0, s, source=source, mode=mode, callback=callback)
 
+
+def _one_element_logit_scale(state_dict: dict, prefix: str, *args) -> None:
+    key = prefix + "logit_scale"
+    if key in state_dict and state_dict[key].dim() == 0:
+        state_dict[key] = state_dict[key].reshape(1)

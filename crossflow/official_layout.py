@@ -106,7 +106,7 @@ def _logit_scale_to_ours(raw: Tensor) -> Tensor:
     """Official logits use ``raw·cos``, ours ``exp(s)·cos``: ``s = log(raw)`` (raw must be positive)."""
     if not raw.is_meta and float(raw) <= 0:
         raise ValueError(f"{LOGIT_SCALE_KEY} = {float(raw)} is not positive; it has no log-space equivalent")
-    return torch.log(raw.float())
+    return torch.log(raw.float()).reshape(1)  # our parameter has one element (FSDP shards no 0-d tensor)
 
 
 def official_to_ours(state_dict: dict[str, Tensor], arch: str) -> ConvertedState:
@@ -182,7 +182,7 @@ def ours_to_official(state: dict[str, Tensor], arch: str) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     for key, value in state.items():
         if key == "logit_scale":
-            out[LOGIT_SCALE_KEY] = value.float().exp()
+            out[LOGIT_SCALE_KEY] = value.float().exp().reshape(())  # 0-d there, one element here
             continue
         match = _OUR_QKV.match(key)
         if match:

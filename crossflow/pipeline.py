@@ -66,7 +66,8 @@ def resolve_weights(path: str | Path) -> tuple[Path, Path]:
     """Find ``(weights, config.yaml)`` for an export dir, a run dir, or a checkpoint dir.
 
     Order: ``DIR/model.safetensors`` (an export), ``DIR/export/model.safetensors`` (a finished run), the
-    newest complete checkpoint's ``ema.safetensors`` (an interrupted run), ``DIR/ema.safetensors`` (a checkpoint).
+    newest complete checkpoint's ``ema.safetensors`` or, for an FSDP run, its sharded ``dcp/`` (an interrupted
+    run), ``DIR/ema.safetensors`` or ``DIR/dcp`` (a checkpoint).
     """
     from crossflow.train.checkpoint import CheckpointError, latest_checkpoint
 
@@ -77,11 +78,11 @@ def resolve_weights(path: str | Path) -> tuple[Path, Path]:
                   (path / "export" / "model.safetensors", path / "export" / "config.yaml")]
     last = latest_checkpoint(path / "checkpoints")
     if last is not None:
-        candidates.append((last / "ema.safetensors", path / "config.yaml"))
-    if (path / "ema.safetensors").exists():
-        candidates.append((path / "ema.safetensors", path.parent.parent / "config.yaml"))
+        candidates += [(last / "ema.safetensors", path / "config.yaml"), (last / "dcp", path / "config.yaml")]
+    candidates += [(path / "ema.safetensors", path.parent.parent / "config.yaml"),
+                   (path / "dcp", path.parent.parent / "config.yaml")]
     for weights, config in candidates:
-        if weights.is_file() and config.is_file():
+        if weights.exists() and config.is_file():
             return weights, config
     raise CheckpointError(f"no weights found under {path}: expected model.safetensors + config.yaml (an export), "
                           f"export/ (a run), or a complete checkpoint")
@@ -91,13 +92,14 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu",
                overrides: Sequence[tuple[str, Any]] = ()) -> tuple[torch.nn.Module, Task]:
     """Build the task and model described by a saved config and load the weights strictly (no pickle)."""
     from crossflow.registry import experiment_from_dict
-    from crossflow.train.checkpoint import CheckpointError, load_safetensors
+    from crossflow.train.checkpoint import CheckpointError, load_safetensors, read_sharded_weights
 
     weights, config_path = resolve_weights(path)
     cfg, task_cls = experiment_from_dict(apply_overrides(load_yaml(config_path), list(overrides)))
     task = task_cls(cfg)
     model = task.build_model()
-    missing, unexpected = model.load_state_dict(load_safetensors(weights), strict=False)
+    state = read_sharded_weights(weights.parent, "ema") if weights.name == "dcp" else load_safetensors(weights)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{weights} does not match the model of {config_path}: "
                               f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")

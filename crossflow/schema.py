@@ -297,6 +297,13 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the model's compile_modules() in place: the velocity network of "
                               "CrossFlow and of the baseline, the encoder and decoder of the text VAE (slow first steps)")
     cpu: bool = _f(False, "force the CPU even when a GPU is visible")
+    parallel: Literal["ddp", "fsdp"] = _f(
+        "ddp", "several processes (torchrun / accelerate launch): ddp = every process holds the whole model, "
+               "gradients and optimizer state; fsdp = torch FSDP2 (fully_shard): parameters, gradients, AdamW state "
+               "and the EMA copy sharded over the processes, one unit per DiT/DiMR/encoder block, sharded "
+               "checkpoints that resume on any number of processes (docs/training_at_scale.md)")
+    fsdp_cpu_offload: bool = _f(False, "with parallel=fsdp on GPUs: keep the parameter shards, their gradients and the "
+                                       "optimizer state in host memory (the optimizer steps on the CPU; slower)")
     log_with: list[str] = _f([], "experiment trackers fed through accelerate, besides metrics.jsonl (always written, "
                                  "needs nothing): tensorboard, wandb, comet_ml, aim, mlflow, clearml, dvclive, "
                                  "swanlab, trackio or all; each needs its package. Local trackers write under "

@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from crossflow.train.sharding import local
+
 
 class EMA:
     """A frozen copy of a model whose parameters track the live ones.
@@ -40,8 +42,9 @@ class EMA:
         (a step whose loss was not finite), decided on the device without waiting for it.
         """
         decay = self.current_decay()
-        ema_params = list(self.model.parameters())
-        live = [p.detach().to(e.dtype) for p, e in zip(model.parameters(), ema_params)]
+        # shard by shard under FSDP (the live model and this copy are sharded alike)
+        ema_params = [local(p) for p in self.model.parameters()]
+        live = [local(p.detach()).to(e.dtype) for p, e in zip(model.parameters(), ema_params)]
         if skip is None:
             torch._foreach_lerp_(ema_params, live, 1 - decay)
         else:

@@ -19,12 +19,13 @@ from crossflow.config import apply_overrides, load_yaml, parse_overrides, to_dic
 RUN_ENTRIES = ("config.yaml", "checkpoints", "metrics.jsonl", "export", "train_summary.json")
 
 #: Config keys that may change when a run is resumed: how long and how it logs, checkpoints and previews,
-#: where it finds its files, how it samples. Everything else (model, flow, optimiser, data, precision)
+#: where it finds its files, how it samples, how it is spread over processes. Everything else (model, flow, optimiser, data, precision)
 #: is the run's own; change it by starting a new run.
 SAFE_ON_RESUME = ("train.max_steps", "train.max_minutes", "train.log_every", "train.sample_every",
                   "train.checkpoint_every", "train.keep_checkpoints", "train.num_workers", "train.tensorboard",
                   "train.project_name",
-                  "train.log_with", "train.compile", "train.cpu", "sample.", "task.metrics.", "task.preview_")
+                  "train.log_with", "train.compile", "train.cpu", "train.parallel", "train.fsdp_cpu_offload",
+                  "sample.", "task.metrics.", "task.preview_")
 #: Keys naming files or directories (moving a run to another machine changes them) are safe too.
 SAFE_PATH_KEYS = ("name_or_path", "features_dir", "cache_dir", "text_vae_dir", "text_vae_config")
 

@@ -38,7 +38,10 @@ from crossflow.train.ema import EMA
 from crossflow.train.logger import MetricsLogger, resolve_trackers
 from crossflow.train.plots import plot_loss_curves
 from crossflow.train.protocol import Trainable
+from crossflow.train.preemption import PreemptionWatch, TrainingPreempted, ignore_stop_signals
 from crossflow.train.run_dir import prepare_fresh_run, run_entries
+from crossflow.train.sharding import apply_fsdp, full_value
+from crossflow.train.state import ModuleState, OptimizerState, PlainState, Processes
 from crossflow.train.schedule import build_scheduler
 from crossflow.utils.cpu import ensure_cpu_bf16
 
@@ -76,15 +79,19 @@ class Trainer:
         cfg: validated experiment config.
         task: the task adapter instance.
         run_dir: where checkpoints, logs, previews and the export go.
-        resume: continue from the newest complete checkpoint in ``run_dir`` (if any).
+        resume: continue from the newest complete checkpoint in ``run_dir`` (if any). A newest checkpoint that
+            fails to load (truncated file, bad header) is reported naming the file and set aside as
+            ``checkpoints/damaged-step-NNNNNNN``, and the previous complete one is used.
+        fallback: with ``resume``, fall back past a damaged checkpoint as above; ``False`` refuses instead
+            (:class:`~crossflow.train.checkpoint.CheckpointError`, nothing changed).
         overwrite: start over in a ``run_dir`` that holds a run (it is deleted when training starts); without
             it, and without ``resume``, such a directory is refused (:class:`RunDirectoryError`) before anything
             is built or written.
     """
 
     def __init__(self, cfg: ExperimentConfig, task: Task, run_dir: Path, *, resume: bool = False,
-                 overwrite: bool = False) -> None:
-        self.cfg, self.task, self.run_dir, self.resume = cfg, task, Path(run_dir), resume
+                 overwrite: bool = False, fallback: bool = True) -> None:
+        self.cfg, self.task, self.run_dir, self.resume, self.fallback = cfg, task, Path(run_dir), resume, fallback
         self.overwrite = overwrite and not resume
         if not resume and bool(run_entries(self.run_dir)) != overwrite:
             # a used directory without --overwrite raises, naming --resume and --overwrite; --overwrite on a
@@ -112,6 +119,13 @@ class Trainer:
             raise TypeError(f"{type(model).__name__} (built by task {task.name!r}) is not trainable: it needs "
                             "forward(batch, generator=None) -> TrainOutput and compile_modules()")
         self.ema = EMA(model, tc.ema_decay, tc.ema_warmup)
+        self.sharded = tc.parallel == "fsdp"
+        if self.sharded:  # before the optimizer, which then holds this process's shards
+            apply_fsdp([model, self.ema.model], acc.device, mixed_precision=tc.mixed_precision,
+                       cpu_offload=tc.fsdp_cpu_offload)
+        elif tc.fsdp_cpu_offload:
+            raise ValueError("train.fsdp_cpu_offload=true needs train.parallel=fsdp")
+        self.processes = Processes()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
                                       betas=tuple(tc.betas), weight_decay=tc.weight_decay, fused=tc.fused_optimizer)
         self.scheduler = build_scheduler(optimizer, warmup_steps=tc.warmup_steps, total_steps=tc.max_steps,
@@ -123,11 +137,15 @@ class Trainer:
                                  "set train.compile=false")
             for module in modules:
                 module.compile()  # in place: state-dict keys stay unchanged
-        self.model, self.optimizer = acc.prepare(model, optimizer)
+        if self.sharded:  # sharded already: accelerate must not wrap it in DDP
+            self.model, self.optimizer = model, acc.prepare(optimizer)
+        else:
+            self.model, self.optimizer = acc.prepare(model, optimizer)
         # The fused AdamW skips a step on the device when its ``found_inf`` is set: no host sync per step.
         self._device_skip = tc.fused_optimizer and acc.scaler is None
         self._base_optimizer = optimizer
-        self.ema.model.to(acc.device)
+        if not self.sharded:
+            self.ema.model.to(acc.device)
         self.dataset = task.train_dataset()
         check_batch_fits(len(self.dataset), tc.batch_size, acc.num_processes, tc.grad_accum_steps)
         self.sampler = ResumableBatchSampler(len(self.dataset), self.micro_batch, seed=tc.seed,
@@ -140,48 +158,73 @@ class Trainer:
         self._log_sums: dict[str, torch.Tensor] = {}
         self._log_steps = 0
         self._pipeline = None  # for previews, made on first use
+        self._watch = PreemptionWatch()  # SIGTERM / SIGUSR1 while fit() runs
+        self._preview_model: Optional[torch.nn.Module] = None  # FSDP: an unsharded EMA copy on the main process
+        # Everything a checkpoint holds, in one place: name -> (stateful object, file, sharded under FSDP).
+        self.parts = {
+            "model": ckpt.Part(ModuleState(self.model), "model.safetensors", sharded=True),
+            "ema": ckpt.Part(ModuleState(self.ema.model), "ema.safetensors", sharded=True),
+            "optimizer": ckpt.Part(OptimizerState(self.model, optimizer), "optimizer.pt", sharded=True),
+            "scheduler": ckpt.Part(PlainState(self.scheduler), "scheduler.pt"),
+            "state": ckpt.Part(_Progress(self), "state.json"),
+        }
 
     # ------------------------------------------------------------------ state
     def _unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
     def save(self) -> Path:
-        """Write a checkpoint of the current step (all ranks' RNG states; files from rank 0)."""
-        acc = self.accelerator
-        rng = ckpt.rng_state()
-        gathered = [rng]
-        if acc.num_processes > 1:
-            gathered = [None] * acc.num_processes
-            torch.distributed.all_gather_object(gathered, rng)
-        path = self.ckpt_dir / ckpt.checkpoint_name(self.step)
-        if acc.is_main_process:
-            epoch, batch = self.sampler.position
-            state = {"step": self.step, "epoch": epoch, "batch_in_epoch": batch, "ema_updates": self.ema.num_updates,
-                     "num_processes": acc.num_processes, "config": to_dict(self.cfg)}
-            path = ckpt.save_checkpoint(self.ckpt_dir, self.step, model=self._unwrapped().state_dict(),
-                                        ema=self.ema.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                                        scheduler=self.scheduler.state_dict(), state=state,
-                                        rng=dict(enumerate(gathered)), keep=self.cfg.train.keep_checkpoints)
-        acc.wait_for_everyone()
-        return path
+        """Write a checkpoint of the current step (collective: every process calls it).
+
+        Full layout (one process, DDP): the main process writes whole state dicts. Sharded layout (FSDP):
+        every process writes its shards through torch's distributed checkpoint. RNG states of all ranks.
+        A failed write raises :class:`~crossflow.train.checkpoint.CheckpointWriteError` on every process,
+        the earlier checkpoints intact.
+        """
+        gathered = self.processes.gather(ckpt.rng_state())
+        return ckpt.save_checkpoint(self.ckpt_dir, self.step, self.parts, rng=dict(enumerate(gathered)),
+                                    sharded=self.sharded, keep=self.cfg.train.keep_checkpoints,
+                                    group=self.processes)
 
     def load(self, path: Path) -> None:
-        """Restore model, EMA, optimizer, scheduler, step, data position and RNG from ``path``."""
+        """Restore every part (model, EMA, optimizer, scheduler, step, data position) and RNG from ``path``.
+
+        Either layout, written by any number of processes; collective under FSDP.
+        """
         acc = self.accelerator
-        data = ckpt.load_checkpoint(path, rank=acc.process_index)
-        state = data["state"]
-        if state.get("num_processes", 1) != acc.num_processes:
+        written_by = ckpt.read_state(path).get("num_processes", 1)
+        rng = ckpt.load_checkpoint(path, self.parts, rank=acc.process_index)
+        if written_by != acc.num_processes:
             log.warning("checkpoint was written by %s processes, resuming on %s: the data order changes",
-                        state.get("num_processes"), acc.num_processes)
-        self._unwrapped().load_state_dict(data["model"])
-        self.ema.load_state_dict(data["ema"], state["ema_updates"])
-        self.optimizer.load_state_dict(data["optimizer"])
-        self.scheduler.load_state_dict(data["scheduler"])
-        self.step = int(state["step"])
-        self.sampler.set_position(int(state["epoch"]), int(state["batch_in_epoch"]))
-        if data["rng"] is not None:
-            ckpt.set_rng_state(data["rng"])
+                        written_by, acc.num_processes)
+        if rng is not None:
+            ckpt.set_rng_state(rng)
         log.info("resumed from %s at step %d", path, self.step)
+
+    def _resume(self) -> None:
+        """Load the newest complete checkpoint; past a damaged one, the previous one (unless ``fallback`` is off)."""
+        candidates = ckpt.list_checkpoints(self.ckpt_dir)[::-1]
+        if not candidates:
+            log.info("no complete checkpoint in %s; starting from scratch", self.ckpt_dir)
+            return
+        for i, path in enumerate(candidates):
+            error: Optional[ckpt.CheckpointError] = None
+            try:
+                self.load(path)
+            except ckpt.CheckpointError as exc:
+                error = exc
+            if not self.processes.any(error is not None):
+                return
+            error = error or ckpt.CheckpointError(f"{path} failed to load on another process")
+            if not self.fallback:
+                raise ckpt.CheckpointError(f"{error} (refusing to fall back to an earlier checkpoint: drop "
+                                           "--no-fallback to resume from the previous complete one)") from None
+            if i + 1 == len(candidates):
+                raise ckpt.CheckpointError(f"{error} (and no earlier complete checkpoint loads)") from None
+            log.warning("could not load checkpoint %s: %s; falling back to %s", path, error, candidates[i + 1])
+            if self.processes.is_main:  # out of the way of pruning and of the next resume; kept to look at
+                path.rename(path.with_name(f"damaged-{path.name}"))
+            self.processes.barrier()
 
     # ------------------------------------------------------------------ loop
     def _prepare(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -196,8 +239,10 @@ class Trainer:
             # The loader's own generator keeps worker seeding off the global RNG, whose state is
             # part of the checkpoint: creating a loader after a resume must not shift it.
             loader_rng = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.sampler.epoch)
+            workers = self.cfg.train.num_workers
             loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=_collate,
-                                num_workers=self.cfg.train.num_workers, generator=loader_rng,
+                                num_workers=workers, generator=loader_rng,
+                                worker_init_fn=ignore_stop_signals if workers else None,
                                 pin_memory=self.accelerator.device.type == "cuda")
             for batch in loader:
                 self.sampler.advance()  # wraps to the next epoch after the last batch
@@ -224,11 +269,15 @@ class Trainer:
             "Lower train.lr or enable train.grad_clip.")
 
     def _read_logs(self) -> dict[str, float]:
-        """Means of the logged scalars since the last read (one device→host copy), then reset."""
+        """Means of the logged scalars since the last read over all processes' micro-batches (one device→host
+        copy; collective: every process calls it at the same step), then reset."""
         if not self._log_sums:
             return {}
         keys = list(self._log_sums)
-        values = torch.stack([self._log_sums[k].float() for k in keys]).div(max(self._log_steps, 1)).tolist()
+        values = torch.stack([self._log_sums[k].float() for k in keys]).div(max(self._log_steps, 1))
+        if self.accelerator.num_processes > 1:  # the global batch's loss, not the main process's share
+            values = self.accelerator.reduce(values, reduction="mean")
+        values = values.tolist()
         self._log_sums, self._log_steps = {}, 0
         return dict(zip(keys, values))
 
@@ -241,10 +290,8 @@ class Trainer:
         acc.wait_for_everyone()
         # Training randomness (time, indicator, reparameterisation, dropout) differs per rank.
         set_seed(tc.seed * 7919 + acc.process_index)
-        if self.resume and (last := ckpt.latest_checkpoint(self.ckpt_dir)) is not None:
-            self.load(last)  # restores the RNG states too; a checkpoint that does not fit raises before any write
-        elif self.resume:
-            log.info("no complete checkpoint in %s; starting from scratch", self.ckpt_dir)
+        if self.resume:
+            self._resume()  # restores the RNG states too; a checkpoint that does not fit raises before any write
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:  # written once the run has started: a failed start leaves the directory as it was
             save_yaml(self.cfg, self.run_dir / "config.yaml.tmp")
@@ -256,12 +303,44 @@ class Trainer:
         if acc.is_main_process:
             log.info("model: %.2fM parameters; device %s; %d process(es); micro-batch %d", n_params / 1e6,
                      acc.device, acc.num_processes, self.micro_batch)
-        batches = self._batches()
-        start_time, window_start, window_samples = time.time(), time.time(), 0
-        last_loss, last_saved = float("nan"), None
+        start_time = time.time()
         bar = tqdm(total=tc.max_steps, initial=self.step, disable=not acc.is_main_process, desc="train",
                    dynamic_ncols=True)
         self.model.train()
+        try:
+            with self._watch:
+                last_saved, last_loss = self._loop(self._batches(), bar, start_time)
+        finally:
+            bar.close()
+        self._raise_if_nonfinite()
+        if last_saved is None or not last_saved.name.endswith(f"{self.step:07d}"):
+            last_saved = self.save()
+        export_dir = self.run_dir / "export"
+        ema_state = self._ema_full_state()  # collective under FSDP
+        if acc.is_main_process:
+            export_model(ema_state, self.cfg, export_dir)
+            self._preview(ema_state)
+            try:
+                plot_loss_curves(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+            except (ValueError, OSError) as exc:  # e.g. no log row yet: the run itself is fine
+                log.warning("no loss.png: %s", exc)
+            (self.run_dir / "train_summary.json").write_text(json.dumps(
+                {"step": self.step, "steps_this_run": self.step - start_step,
+                 "seconds": round(time.time() - start_time, 2), "final_loss": last_loss,
+                 "parameters": n_params}, indent=2))
+            log.info("trained to step %d: checkpoint %s, export %s, loss curves %s", self.step, last_saved,
+                     export_dir, self.run_dir / "loss.png")
+        acc.wait_for_everyone()
+        self.logger.close()
+        elapsed = max(time.time() - start_time, 1e-9)  # this run's steps over this run's time (resumes too)
+        return TrainResult(self.step, self.run_dir, export_dir, last_saved,
+                           (self.step - start_step) * tc.batch_size / elapsed, last_loss)
+
+    def _loop(self, batches, bar, start_time: float) -> tuple[Optional[Path], float]:
+        """Steps until max_steps / max_minutes; on SIGTERM / SIGUSR1 a checkpoint, then :class:`TrainingPreempted`."""
+        tc, acc = self.cfg.train, self.accelerator
+        window_start, window_samples = time.time(), 0
+        last_loss, last_saved = float("nan"), None
         while self.step < tc.max_steps:
             if tc.max_minutes is not None and time.time() - start_time > 60 * tc.max_minutes:
                 log.info("train.max_minutes=%s reached at step %d", tc.max_minutes, self.step)
@@ -283,39 +362,41 @@ class Trainer:
             if self.step % tc.checkpoint_every == 0:
                 self._raise_if_nonfinite()
                 last_saved = self.save()
-            if tc.sample_every and self.step % tc.sample_every == 0 and acc.is_main_process:
-                self._preview()
-        bar.close()
-        self._raise_if_nonfinite()
-        if last_saved is None or not last_saved.name.endswith(f"{self.step:07d}"):
-            last_saved = self.save()
-        export_dir = self.run_dir / "export"
-        if acc.is_main_process:
-            export_model(self.ema.model.state_dict(), self.cfg, export_dir)
-            self._preview()
-            try:
-                plot_loss_curves(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
-            except (ValueError, OSError) as exc:  # e.g. no log row yet: the run itself is fine
-                log.warning("no loss.png: %s", exc)
-            (self.run_dir / "train_summary.json").write_text(json.dumps(
-                {"step": self.step, "steps_this_run": self.step - start_step,
-                 "seconds": round(time.time() - start_time, 2), "final_loss": last_loss,
-                 "parameters": n_params}, indent=2))
-            log.info("trained to step %d: checkpoint %s, export %s, loss curves %s", self.step, last_saved,
-                     export_dir, self.run_dir / "loss.png")
-        acc.wait_for_everyone()
-        self.logger.close()
-        elapsed = max(time.time() - start_time, 1e-9)  # this run's steps over this run's time (resumes too)
-        return TrainResult(self.step, self.run_dir, export_dir, last_saved,
-                           (self.step - start_step) * tc.batch_size / elapsed, last_loss)
+            if tc.sample_every and self.step % tc.sample_every == 0:
+                ema_state = self._ema_full_state()  # collective under FSDP
+                if acc.is_main_process:
+                    self._preview(ema_state)
+            if self.processes.any(self._watch.requested is not None):  # every process stops at this step
+                self._raise_if_nonfinite()
+                if last_saved is None or not last_saved.name.endswith(f"{self.step:07d}"):
+                    last_saved = self.save()
+                self.logger.close()
+                names = [n for n in self.processes.gather(self._watch.requested) if n]
+                raise TrainingPreempted(names[0], self.step, last_saved)
+        return last_saved, last_loss
 
-    def _preview(self) -> None:
+    def _ema_full_state(self) -> dict[str, torch.Tensor]:
+        """The whole EMA weights on the main process (gathered under FSDP: collective; empty elsewhere)."""
+        if not self.sharded:
+            return self.ema.model.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.ema.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def _preview(self, ema_state: dict[str, torch.Tensor]) -> None:
         """The task's preview picture of the EMA model, through the inference pipeline (made once: its source
-        processor may hold a language model)."""
+        processor may hold a language model). Under FSDP an unsharded copy of the EMA weights is used."""
         from crossflow.pipeline import Pipeline
 
+        model = self.ema.model
+        if self.sharded:
+            if self._preview_model is None:
+                with torch.random.fork_rng(devices=[]):  # building must not move the training RNG
+                    self._preview_model = self.task.build_model().eval().requires_grad_(False)
+            self._preview_model.load_state_dict(ema_state)
+            model = self._preview_model
         if self._pipeline is None:
-            self._pipeline = Pipeline(self.ema.model, self.task, device=self.accelerator.device)
+            self._pipeline = Pipeline(model, self.task, device=self.accelerator.device)
         self.task.evaluator().preview(self._pipeline, self.run_dir / "previews" / f"step-{self.step:07d}.png")
 
     def _train_step(self, batches) -> None:
@@ -326,7 +407,8 @@ class Trainer:
         for micro in range(tc.grad_accum_steps):
             batch = next(batches)
             sync = micro == tc.grad_accum_steps - 1
-            ctx = acc.no_sync(self.model) if not sync and acc.num_processes > 1 else contextlib.nullcontext()
+            ddp = acc.num_processes > 1 and not self.sharded  # FSDP reduce-scatters every micro-batch (less memory)
+            ctx = acc.no_sync(self.model) if not sync and ddp else contextlib.nullcontext()
             with ctx:
                 with acc.autocast():
                     out = self.model(batch)
@@ -340,7 +422,7 @@ class Trainer:
                 self._log_sums[k] = self._log_sums[k] + v if k in self._log_sums else v
         norm = None
         if tc.grad_clip is not None:
-            norm = acc.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            norm = full_value(acc.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
             self._log_sums["grad_norm"] = self._log_sums.get("grad_norm", 0.0) + norm.detach().float()
         self._log_steps += 1
         checked = loss_sum if norm is None else loss_sum + norm.detach().float()
@@ -353,6 +435,26 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self._unwrapped(), skip=skip if self._device_skip else None)
+
+
+class _Progress:
+    """Step, data position and EMA count (``state.json``, with the config and the layout for people and tools)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict:
+        t = self.trainer
+        epoch, batch = t.sampler.position
+        return {"step": t.step, "epoch": epoch, "batch_in_epoch": batch, "ema_updates": t.ema.num_updates,
+                "num_processes": t.accelerator.num_processes, "layout": "sharded" if t.sharded else "full",
+                "parallel": t.cfg.train.parallel, "config": to_dict(t.cfg)}
+
+    def load_state_dict(self, state: dict, full: bool) -> None:
+        t = self.trainer
+        t.step = int(state["step"])
+        t.sampler.set_position(int(state["epoch"]), int(state["batch_in_epoch"]))
+        t.ema.num_updates = int(state["ema_updates"])
 
 
 def _collate(items):

@@ -81,6 +81,18 @@ def test_contrastive_temperature_starts_at_its_init_and_is_learned_only_when_ask
     assert model.logit_scale.requires_grad is learn and (model.logit_scale.grad is not None) is learn
 
 
+def test_a_0d_temperature_of_older_exports_still_loads():
+    """``logit_scale`` has one element (FSDP shards no 0-d parameter); exports written before hold a 0-d one."""
+    cfg = CrossFlowModelConfig(source_encoder=TokenVEConfig(width=16, depth=1, num_heads=2, num_queries=2),
+                               velocity_net=DiTConfig(hidden_size=16, depth=1, num_heads=2))
+    cfg.contrastive.widths, cfg.contrastive.hidden_dim = [4], 8
+    model = build_model(cfg, FlowConfig(), source=TokenSpec(max_tokens=3, dim=4), target=ImageSpec(1, 4, 4))
+    state = model.state_dict()
+    state["logit_scale"] = torch.tensor(1.5)
+    model.load_state_dict(state)
+    assert model.logit_scale.shape == (1,) and float(model.logit_scale) == 1.5
+
+
 def test_target_mask_restricts_the_loss_to_valid_pixels():
     cfg = CrossFlowModelConfig(source_encoder=TokenVEConfig(width=16, depth=1, num_heads=2, num_queries=2),
                                velocity_net=DiTConfig(hidden_size=16, depth=1, num_heads=2))

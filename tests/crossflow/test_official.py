@@ -58,7 +58,7 @@ def test_every_inference_key_is_consumed_with_its_shape_and_nothing_is_left_unse
     for key, ours_key in converted.mapping.items():
         n = 3 if any(f".attn.W_{c}." in key for c in "QKV") else 1
         want = shapes[key] if n == 1 else (n * shapes[key][0], *shapes[key][1:])
-        assert tuple(ours[ours_key].shape) == (want if ours_key != "logit_scale" else ())
+        assert tuple(ours[ours_key].shape) == (want if ours_key != "logit_scale" else (1,))  # 0-d there
     # The inverse translation reproduces the official key set and shapes.
     back = ours_to_official({k: torch.empty(v.shape, device="meta") for k, v in ours.items()}, ARGS[name]["arch"])
     assert {k: tuple(v.shape) for k, v in back.items()} == {k: shapes[k] for k in shapes if k not in report.skipped}

@@ -9,6 +9,8 @@ as an entry point (tests/crossflow/test_registry.py).
 from __future__ import annotations
 
 import json
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -87,8 +89,16 @@ class SyntheticData(Dataset):
         return {"source": tokens, "source_mask": mask, "target": quadrant_images(self.labels[idx])}
 
     def prepare(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        """Move to the device; the batch of step ``nan_at_step`` gets a NaN target."""
+        """Move to the device; the batch of step ``nan_at_step`` gets a NaN target.
+
+        Preemption tests: with ``SYNTHETIC_SIGTERM_AT=N`` in the environment this process sends itself SIGTERM
+        while preparing its N-th batch (only on the ranks listed in ``SYNTHETIC_SIGTERM_RANKS``, if set), as a
+        cluster would in the middle of a step.
+        """
         self.batches_seen += 1
+        at, ranks = int(os.environ.get("SYNTHETIC_SIGTERM_AT", 0)), os.environ.get("SYNTHETIC_SIGTERM_RANKS")
+        if self.batches_seen == at and (ranks is None or os.environ.get("RANK", "0") in ranks.split(",")):
+            os.kill(os.getpid(), signal.SIGTERM)
         out = {k: v.to(device) for k, v in batch.items()}
         if self.batches_seen == self.nan_at_step:
             out["target"] = out["target"] * float("nan")

@@ -114,12 +114,14 @@ def test_resume_with_the_same_config_file_is_accepted(trained, capsys):
     assert json.loads((run / "train_summary.json").read_text())["step"] == 12
 
 
-def test_a_failed_resume_leaves_the_run_directory_as_it_was(trained, capsys):
+def test_a_refused_resume_leaves_the_run_directory_as_it_was(trained, capsys):
+    """--no-fallback: a damaged newest checkpoint is a one-line refusal naming the file; nothing changes."""
     _, run = trained
     (ckpt.latest_checkpoint(run / "checkpoints") / "optimizer.pt").write_bytes(b"\x00 not a checkpoint")
     before = _snapshot(run)
-    code, err = _run(["train", "--resume", "--run-dir", str(run), "train.max_steps=20"], capsys)
-    assert code == 2 and "optimizer.pt" in _error_line(err)
+    code, err = _run(["train", "--resume", "--no-fallback", "--run-dir", str(run), "train.max_steps=20"], capsys)
+    assert code == 2 and "optimizer.pt" in _error_line(err) and "--no-fallback" in _error_line(err)
+    assert "Traceback" not in err
     assert _snapshot(run) == before  # config.yaml (max_steps 10) not rewritten
 
 
