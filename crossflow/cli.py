@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crossflow.cli_memory import add_memory_options, cmd_params_memory
 from crossflow.cli_sampling import add_generation_options, add_parsers as add_sampling_parsers
 from crossflow.cli_sampling import check_device, cmd_arithmetic, cmd_interpolate, cmd_sample, generation_overrides
 from crossflow.config import ConfigError, parse_overrides
+from crossflow.train.preemption import EXIT_PREEMPTED
 
 log = logging.getLogger("crossflow")
 DEMO_CONFIG = "t2i/toy"  # a shipped config name (crossflow/config_names.py): works outside the clone too
@@ -39,7 +41,10 @@ def _build_parser(help_config: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from a YAML config", formatter_class=fmt,
                        description="Train a CrossFlow model. Checkpoints, metrics.jsonl, previews and the "
-                                   "inference export go to the run directory.", epilog=_options_epilog(help_config))
+                                   "inference export go to the run directory. Several processes: torchrun or "
+                                   "accelerate launch (train.parallel ddp or fsdp). SIGTERM or SIGUSR1 (preemption) "
+                                   "finishes the current step, writes a checkpoint and exits with code "
+                                   f"{EXIT_PREEMPTED}; --resume continues exactly.", epilog=_options_epilog(help_config))
     p.add_argument("config", nargs="?", help="YAML config, e.g. configs/t2i/toy.yaml (optional with --resume)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.max_steps=200")
     p.add_argument("--run-dir", help="output directory (default: runs/<config name>); a directory that already holds "
@@ -48,6 +53,9 @@ def _build_parser(help_config: str | None = None) -> argparse.ArgumentParser:
                    help="continue the run in --run-dir from its newest complete checkpoint, with the run's saved "
                         "config.yaml; overrides (and CONFIG, if given) may change only train.max_steps, max_minutes, "
                         "the log/checkpoint/preview cadence, sample.*, task.metrics.* and file paths")
+    p.add_argument("--no-fallback", dest="fallback", action="store_false",
+                   help="with --resume: refuse (one line, nothing changed) when the newest checkpoint fails to load; "
+                        "by default it is set aside as checkpoints/damaged-step-N and the previous one is used")
     p.add_argument("--overwrite", action="store_true", help="start over in a --run-dir that holds a run (deletes it "
                                                              "once the new run has started)")
     p.add_argument("--eval", action="store_true", help="evaluate the EMA model on held-out data after training")
@@ -104,9 +112,11 @@ def _build_parser(help_config: str | None = None) -> argparse.ArgumentParser:
                        help="precompute a task's features (t2i: LM token states + VAE moments into memory-mapped "
                             "shards); `crossflow extract CONFIG --help` lists the options")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    p = sub.add_parser("params", help="build a config's model on the meta device (no memory) and count parameters")
+    p = sub.add_parser("params", help="build a config's model on the meta device (no memory) and count parameters; "
+                                      "--memory: estimate the peak memory per training process")
     p.add_argument("config", help="YAML config")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    add_memory_options(p)
     p = sub.add_parser("plot", help="draw the loss curves of one or several runs into one PNG",
                        description="Read each run's metrics.jsonl and draw one panel per metric, one colour per "
                                    "run (faint: the logged values; solid: their moving average).")
@@ -209,7 +219,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
         cfg, task_cls = resume_config(run_dir, config, overrides)
     else:  # a used --run-dir is refused by the Trainer, before anything is built
         cfg, task_cls = load_experiment(config, overrides, smoke=args.smoke)
-    result = Trainer(cfg, task_cls(cfg), run_dir, resume=args.resume, overwrite=args.overwrite).fit()
+    result = Trainer(cfg, task_cls(cfg), run_dir, resume=args.resume, overwrite=args.overwrite,
+                     fallback=args.fallback).fit()
     summary = {"step": result.step, "run_dir": str(run_dir), "export": str(result.export_dir),
                "samples_per_s": round(result.samples_per_second, 1), "final_loss": result.final_loss}
     if args.eval:
@@ -264,6 +275,8 @@ def cmd_extract(args: argparse.Namespace) -> dict:
 def cmd_params(args: argparse.Namespace) -> dict:
     from crossflow.utils.params import config_parameter_counts
 
+    if (estimate := cmd_params_memory(args)) is not None:
+        return estimate
     return config_parameter_counts(args.config, args.overrides)
 
 
@@ -319,6 +332,7 @@ def _main(argv: list[str], parser: argparse.ArgumentParser) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from crossflow.train.checkpoint import CheckpointError
+    from crossflow.train.preemption import TrainingPreempted
     from crossflow.train.trainer import NonFiniteLossError
 
     try:
@@ -328,6 +342,9 @@ def _main(argv: list[str], parser: argparse.ArgumentParser) -> int:
             raise
         print(f"crossflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingPreempted as exc:
+        print(f"crossflow {args.command}: preempted: {exc}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except KeyboardInterrupt:
         print(f"crossflow {args.command}: interrupted", file=sys.stderr)
         return 130

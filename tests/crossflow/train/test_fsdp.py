@@ -13,6 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from crossflow.pipeline import load_model
 from crossflow.registry import experiment_from_dict
 from crossflow.train import checkpoint as ckpt
 from crossflow.train.preemption import EXIT_PREEMPTED
@@ -89,6 +90,10 @@ def test_fsdp_in_one_process_trains_exactly_like_plain_training(tmp_path):
                   load_file(str(tmp_path / "fsdp" / "export" / "model.safetensors")))
     state = json.loads((runs["fsdp"].last_checkpoint / "state.json").read_text())
     assert state["layout"] == "sharded" and (runs["fsdp"].last_checkpoint / "dcp" / ".metadata").is_file()
+    # an interrupted FSDP run (no export yet) loads for sampling from its sharded checkpoint's EMA weights
+    shutil.rmtree(tmp_path / "fsdp" / "export")
+    model, _ = load_model(tmp_path / "fsdp")
+    _assert_equal(model.state_dict(), load_file(str(tmp_path / "ddp" / "export" / "model.safetensors")))
 
 
 def test_fsdp_on_two_processes_follows_the_one_process_loss_trajectory(tmp_path):
