@@ -340,7 +340,7 @@ def _main(argv: list[str], parser: argparse.ArgumentParser) -> int:
     except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError, OSError) as exc:
         if os.environ.get("CROSSFLOW_DEBUG"):
             raise
-        print(f"crossflow {args.command}: error: {exc}", file=sys.stderr)
+        print(f"crossflow {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line
         return 2
     except TrainingPreempted as exc:
         print(f"crossflow {args.command}: preempted: {exc}", file=sys.stderr)

@@ -293,7 +293,10 @@ def _load_torch(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise CheckpointError(f"checkpoint file {path} is corrupt or not a weights-only file: {exc}") from exc
+        cause = exc.__cause__ or exc.__context__ or exc  # torch's weights-only error wraps the reason in advice
+        reason = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+        raise CheckpointError(f"checkpoint file {path} is corrupt or not a weights-only file: "
+                              f"{type(cause).__name__}: {' '.join(reason.split())[:300]}") from exc
 
 
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -9,6 +9,8 @@ only settings that change neither the model nor the optimisation may differ (:da
 
 from __future__ import annotations
 
+import logging
+
 import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -19,8 +21,8 @@ from crossflow.config import apply_overrides, load_yaml, parse_overrides, to_dic
 RUN_ENTRIES = ("config.yaml", "checkpoints", "metrics.jsonl", "export", "train_summary.json")
 
 #: Config keys that may change when a run is resumed: how long and how it logs, checkpoints and previews,
-#: where it finds its files, how it samples, how it is spread over processes. Everything else (model, flow, optimiser, data, precision)
-#: is the run's own; change it by starting a new run.
+#: where it finds its files, how it samples, how it is spread over processes. Everything else (model, flow,
+#: optimiser, data, precision) is the run's own; change it by starting a new run.
 SAFE_ON_RESUME = ("train.max_steps", "train.max_minutes", "train.log_every", "train.sample_every",
                   "train.checkpoint_every", "train.keep_checkpoints", "train.num_workers", "train.tensorboard",
                   "train.project_name",
@@ -28,6 +30,8 @@ SAFE_ON_RESUME = ("train.max_steps", "train.max_minutes", "train.log_every", "tr
                   "sample.", "task.metrics.", "task.preview_")
 #: Keys naming files or directories (moving a run to another machine changes them) are safe too.
 SAFE_PATH_KEYS = ("name_or_path", "features_dir", "cache_dir", "text_vae_dir", "text_vae_config")
+
+log = logging.getLogger(__name__)
 
 
 class RunDirectoryError(ValueError):
@@ -110,6 +114,8 @@ def resume_config(run_dir: Path, config: Optional[str | Path], overrides: Sequen
                                 f"continues the saved config and may change only train.max_steps, max_minutes, "
                                 "logging/checkpoint/preview cadence, sample.*, task.metrics.* and file paths. Drop "
                                 "the change, or start a new run")
+    for key, (old, new) in config_changes(saved, wanted).items():  # e.g. a CONFIG file without an earlier override
+        log.info("--resume: %s changes from %r (the run's saved config) to %r", key, old, new)
     return wanted, task_cls
 
 

@@ -4,6 +4,12 @@ Owns devices, precision, the optimizer and LR schedule, EMA, gradient accumulati
 checkpoints and exact resume, logging, previews and the inference export. Task code only supplies
 a :class:`~crossflow.task.Task`; the model it builds honours :class:`~crossflow.train.protocol.Trainable`.
 
+Several processes: DDP through accelerate (``train.parallel: ddp``) or FSDP2 sharding of the model and its EMA
+copy (``fsdp``, :mod:`crossflow.train.sharding`). Everything a checkpoint holds is named once, in
+:attr:`Trainer.parts`; checkpoints are whole or sharded (:mod:`crossflow.train.checkpoint`) and resume on any
+number of processes. SIGTERM / SIGUSR1 end training after the current step with a checkpoint
+(:mod:`crossflow.train.preemption`); ``--resume`` falls back past a damaged newest checkpoint.
+
 A step never waits for the device: logged scalars are summed on the device and read every
 ``train.log_every`` steps; a non-finite loss or gradient norm marks the step on the device, where the
 fused AdamW step and the EMA update then skip it (and every later step), and the marker is read at the

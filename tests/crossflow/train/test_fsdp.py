@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -38,11 +40,13 @@ def _write(tmp_path: Path, raw: dict, name: str = "c.yaml") -> Path:
     return path
 
 
-def _launch(nproc: int, cfg: Path, run: Path, *extra: str, env: dict | None = None,
+def _launch(nproc: int, cfg: Path | None, run: Path, *extra: str, env: dict | None = None,
             expect: int = 0) -> subprocess.CompletedProcess:
-    """``crossflow train`` on ``nproc`` CPU processes (torchrun) or in one plain process."""
+    """``crossflow train`` on ``nproc`` CPU processes (torchrun) or in one plain process (no ``cfg``: the run's own,
+    with ``--resume``)."""
     launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc)] if nproc > 1 else []
-    cmd = [sys.executable, *launcher, "-m", "crossflow", "train", str(cfg), "--run-dir", str(run), *extra]
+    config = [str(cfg)] if cfg is not None else []
+    cmd = [sys.executable, *launcher, "-m", "crossflow", "train", *config, "--run-dir", str(run), *extra]
     result = subprocess.run(cmd, env=child_env(**(env or {})), capture_output=True, text=True, timeout=600)
     assert result.returncode == expect, result.stderr[-3000:]
     return result
@@ -96,10 +100,42 @@ def test_fsdp_in_one_process_trains_exactly_like_plain_training(tmp_path):
     _assert_equal(model.state_dict(), load_file(str(tmp_path / "ddp" / "export" / "model.safetensors")))
 
 
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one precision per process: start and leave this test with a fresh state."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+def test_fsdp_bf16_keeps_fp32_master_weights_and_works_with_activation_checkpointing(tmp_path,
+                                                                                   fresh_accelerator_state):
+    raw = tiny_raw_config(max_steps=4, log_every=1, parallel="fsdp", mixed_precision="bf16")
+    raw["model"]["velocity_net"]["gradient_checkpointing"] = True
+    cfg, task_cls = experiment_from_dict(raw)
+    trainer = Trainer(cfg, task_cls(cfg), tmp_path)
+    result = trainer.fit()
+    assert len(_losses(tmp_path)) == 4 and all(map(math.isfinite, _losses(tmp_path)))
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}  # the shards are the master weights
+    assert trainer.model.velocity_net.blocks[0].mlp.fc1.weight.to_local().dtype == torch.float32
+    assert {v.dtype for v in load_file(str(result.export_dir / "model.safetensors")).values()} == {torch.float32}
+
+
+def test_cpu_offload_is_refused_where_there_is_nothing_to_offload(tmp_path):
+    cfg, task_cls = experiment_from_dict(tiny_raw_config(parallel="fsdp", fsdp_cpu_offload=True))
+    with pytest.raises(ValueError, match="train.fsdp_cpu_offload"):
+        Trainer(cfg, task_cls(cfg), tmp_path)
+    cfg, task_cls = experiment_from_dict(tiny_raw_config(fsdp_cpu_offload=True))
+    with pytest.raises(ValueError, match="needs train.parallel=fsdp"):
+        Trainer(cfg, task_cls(cfg), tmp_path)
+
+
 def test_fsdp_on_two_processes_follows_the_one_process_loss_trajectory(tmp_path):
-    cfg = _write(tmp_path, REGRESSION)
-    _launch(1, cfg, tmp_path / "one")
-    _launch(2, cfg, tmp_path / "two", "train.parallel=fsdp")
+    cfg_obj, task_cls = experiment_from_dict(copy.deepcopy(REGRESSION))
+    Trainer(cfg_obj, task_cls(cfg_obj), tmp_path / "one").fit()  # one plain process (this one)
+    _launch(2, _write(tmp_path, REGRESSION), tmp_path / "two", "train.parallel=fsdp")
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 6
     torch.testing.assert_close(torch.tensor(two), torch.tensor(one), rtol=1e-5, atol=1e-7)
@@ -126,7 +162,7 @@ def test_a_checkpoint_resumes_on_another_number_of_processes_with_identical_weig
             cfg_obj.train.parallel = parallel
             Trainer(cfg_obj, task_cls(cfg_obj), run, resume=True).fit()
         else:
-            _launch(processes, cfg, run, "--resume", f"train.parallel={parallel}")
+            _launch(processes, None, run, "--resume", f"train.parallel={parallel}")
         again = run / "checkpoints" / step
         state = json.loads((again / "state.json").read_text())
         assert (state["num_processes"], state["layout"]) == (processes, "full" if parallel == "ddp" else "sharded")
@@ -160,7 +196,7 @@ def test_sigterm_on_one_rank_stops_both_at_the_same_step_and_resume_equals_an_un
                       expect=1)  # torchrun reports its failed workers with exit code 1 ...
     assert f"exitcode  : {EXIT_PREEMPTED}" in stopped.stderr  # ... and each worker's own code
     assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == [ckpt.checkpoint_name(5)]
-    _launch(2, cfg, run, "--resume")
+    _launch(2, None, run, "--resume")  # the run's saved config: still FSDP
     last = ckpt.checkpoint_name(8)
     _assert_equal(_checkpoint_weights(tmp_path / "straight" / "checkpoints" / last),
                   _checkpoint_weights(run / "checkpoints" / last))
