@@ -148,21 +148,29 @@ def test_fsdp_on_two_processes_follows_the_one_process_loss_trajectory(tmp_path)
     assert sorted(p.name for p in (last / "dcp").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
 
 
-def test_a_checkpoint_resumes_on_another_number_of_processes_with_identical_weights(tmp_path):
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(config, run): the synthetic task on 2 FSDP processes, 8 steps, checkpoints at 4 and 8; shared, read only."""
+    root = tmp_path_factory.mktemp("fsdp_run")
+    cfg = _write(root, tiny_raw_config(max_steps=8, checkpoint_every=4, log_every=1))
+    _launch(2, cfg, root / "run", "train.parallel=fsdp")
+    return cfg, root / "run"
+
+
+def test_a_checkpoint_resumes_on_another_number_of_processes_with_identical_weights(fsdp_run, tmp_path):
     """2 processes (sharded) -> 1 process (whole state dicts) -> 2 processes (sharded): after each load the
     trainer writes the same step again in its own layout, with the weights and AdamW moments it loaded."""
-    cfg = _write(tmp_path, tiny_raw_config(max_steps=4, checkpoint_every=4))
     run, step = tmp_path / "run", ckpt.checkpoint_name(4)
-    _launch(2, cfg, run, "train.parallel=fsdp")
+    shutil.copytree(fsdp_run[1], run)
+    shutil.rmtree(run / "checkpoints" / ckpt.checkpoint_name(8))  # resume from step 4
     saved = (_checkpoint_weights(run / "checkpoints" / step), _optimizer(run / "checkpoints" / step))
     for processes, parallel in ((1, "ddp"), (2, "fsdp")):
-        shutil.rmtree(run / "export")
         if processes == 1:  # in this process: resume without further steps
             cfg_obj, task_cls = experiment_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
-            cfg_obj.train.parallel = parallel
+            cfg_obj.train.parallel, cfg_obj.train.max_steps = parallel, 4
             Trainer(cfg_obj, task_cls(cfg_obj), run, resume=True).fit()
         else:
-            _launch(processes, None, run, "--resume", f"train.parallel={parallel}")
+            _launch(processes, None, run, "--resume", f"train.parallel={parallel}", "train.max_steps=4")
         again = run / "checkpoints" / step
         state = json.loads((again / "state.json").read_text())
         assert (state["num_processes"], state["layout"]) == (processes, "full" if parallel == "ddp" else "sharded")
@@ -187,17 +195,18 @@ def _optimizer(path: Path) -> dict[str, torch.Tensor]:
     return {f"{n}.{m}": t for n, ms in state.items() for m, t in ms.items()}
 
 
-def test_sigterm_on_one_rank_stops_both_at_the_same_step_and_resume_equals_an_uninterrupted_run(tmp_path):
-    cfg = _write(tmp_path, tiny_raw_config(max_steps=8, checkpoint_every=100, log_every=1))
-    _launch(2, cfg, tmp_path / "straight", "train.parallel=fsdp")
+def test_sigterm_on_one_rank_stops_both_at_the_same_step_and_resume_equals_an_uninterrupted_run(fsdp_run,
+                                                                                                 tmp_path):
+    cfg, straight = fsdp_run
     run = tmp_path / "run"
     # only rank 1 is signalled (mid-step 5): the processes agree after the step and both stop there
-    stopped = _launch(2, cfg, run, "train.parallel=fsdp", env={"SYNTHETIC_SIGTERM_AT": "5", "SYNTHETIC_SIGTERM_RANKS": "1"},
+    signal_rank_1 = {"SYNTHETIC_SIGTERM_AT": "5", "SYNTHETIC_SIGTERM_RANKS": "1"}
+    stopped = _launch(2, cfg, run, "train.parallel=fsdp", env=signal_rank_1,
                       expect=1)  # torchrun reports its failed workers with exit code 1 ...
     assert f"exitcode  : {EXIT_PREEMPTED}" in stopped.stderr  # ... and each worker's own code
-    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == [ckpt.checkpoint_name(5)]
+    assert ckpt.latest_checkpoint(run / "checkpoints").name == ckpt.checkpoint_name(5)
+    assert not (run / "export").exists()
     _launch(2, None, run, "--resume")  # the run's saved config: still FSDP
     last = ckpt.checkpoint_name(8)
-    _assert_equal(_checkpoint_weights(tmp_path / "straight" / "checkpoints" / last),
-                  _checkpoint_weights(run / "checkpoints" / last))
-    assert _losses(run) == pytest.approx(_losses(tmp_path / "straight"), rel=0, abs=0)
+    _assert_equal(_checkpoint_weights(straight / "checkpoints" / last), _checkpoint_weights(run / "checkpoints" / last))
+    assert _losses(run) == pytest.approx(_losses(straight), rel=0, abs=0)
