@@ -132,7 +132,7 @@ class _Alone:
         return flag
 
 
-def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def contiguous_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
@@ -164,7 +164,7 @@ def _merge(rest: Any, tensors: dict) -> Any:
 
 def _write_file(path: Path, state: Any) -> None:
     if path.suffix == ".safetensors":
-        save_file(_contiguous(state), str(path))
+        save_file(contiguous_cpu(state), str(path))
     elif path.suffix == ".json":
         path.write_text(json.dumps(state, indent=2))
     else:
@@ -446,7 +446,8 @@ def _check_shard_files(dcp_dir: Path, metadata: Any) -> None:
 
 
 def read_sharded_weights(path: Path, part: str = "ema") -> dict[str, torch.Tensor]:
-    """Whole tensors of one sharded part (e.g. the EMA weights of an FSDP checkpoint) in this process."""
+    """Whole tensors of one sharded part in this process, by flattened name (``ema``: the EMA weights of an FSDP
+    checkpoint; ``optimizer``: ``state.<parameter>.<moment>``)."""
     metadata = _reader(Path(path) / "dcp").read_metadata()
     prefix = f"{part}."
     targets = {key[len(prefix):]: torch.empty(tuple(md.size), dtype=md.properties.dtype)

@@ -49,26 +49,24 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     return units
 
 
-def ensure_process_group(device: torch.device) -> bool:
+def ensure_process_group(device: torch.device) -> None:
     """FSDP needs a process group: one process without a launcher gets a private one-rank group.
 
     (In-memory store, so nothing listens on a port.) Under torchrun / accelerate the group exists already.
-    Returns whether a group was made here. It stays for the life of the process (the sharded model needs it).
+    The group stays for the life of the process (the sharded model needs it).
     """
     if dist.is_available() and dist.is_initialized():
-        return False
+        return
     backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     log.info("train.parallel=fsdp in one process: a one-rank process group (nothing is sharded)")
-    return True
 
 
 def apply_fsdp(models: Iterable[nn.Module], device: torch.device, *, mixed_precision: str,
-               cpu_offload: bool) -> bool:
+               cpu_offload: bool) -> None:
     """``fully_shard`` every unit of each model, then the model itself, in place, over all processes.
 
     The live model and its EMA copy are sharded the same way, so the EMA update works shard by shard.
-    Returns whether a one-rank process group was made for it (see :func:`ensure_process_group`).
     """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
@@ -78,7 +76,7 @@ def apply_fsdp(models: Iterable[nn.Module], device: torch.device, *, mixed_preci
     if cpu_offload and device.type != "cuda":
         raise ValueError("train.fsdp_cpu_offload=true moves shards from the GPU to host memory; this run is on the "
                          f"{device.type}, where there is nothing to offload: set train.fsdp_cpu_offload=false")
-    made_group = ensure_process_group(device)
+    ensure_process_group(device)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     # Inputs keep their dtype (targets and losses stay fp32); autocast casts inside the blocks.
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False) \
@@ -90,7 +88,6 @@ def apply_fsdp(models: Iterable[nn.Module], device: torch.device, *, mixed_preci
         for unit in shard_units(model):
             fully_shard(unit, mesh=mesh, mp_policy=policy, offload_policy=offload)
         fully_shard(model, mesh=mesh, mp_policy=policy, offload_policy=offload)
-    return made_group
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:

@@ -72,7 +72,7 @@ def export_model(model_state: dict[str, torch.Tensor], cfg: ExperimentConfig, ou
     """Write an inference export: ``model.safetensors`` (weights) and ``config.yaml``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "model.safetensors.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp))
+    save_file(ckpt.contiguous_cpu(model_state), str(tmp))
     tmp.replace(out_dir / "model.safetensors")
     save_yaml(cfg, out_dir / "config.yaml")
     return out_dir

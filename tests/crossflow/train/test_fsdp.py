@@ -181,18 +181,9 @@ def test_a_checkpoint_resumes_on_another_number_of_processes_with_identical_weig
 def _optimizer(path: Path) -> dict[str, torch.Tensor]:
     """AdamW moments by parameter name, whole tensors, from either layout."""
     if (path / "dcp").is_dir():
-        meta = ckpt._reader(path / "dcp").read_metadata()
-        keys = [k for k, md in meta.state_dict_metadata.items() if k.startswith("optimizer.") and hasattr(md, "size")]
-        targets = {k: torch.empty(tuple(meta.state_dict_metadata[k].size),
-                                  dtype=meta.state_dict_metadata[k].properties.dtype) for k in keys}
-        nested: dict = {}
-        for k, t in targets.items():  # optimizer.state.<param name>.<moment>
-            name, moment = k[len("optimizer.state."):].rsplit(".", 1)
-            nested.setdefault(name, {})[moment] = t
-        ckpt.read_sharded(path, {"optimizer": {"state": nested}})
-        return {f"{n}.{m}": t for n, ms in nested.items() for m, t in ms.items()}
+        return ckpt.read_sharded_weights(path, "optimizer")
     state = torch.load(path / "optimizer.pt", weights_only=True)["state"]
-    return {f"{n}.{m}": t for n, ms in state.items() for m, t in ms.items()}
+    return {f"state.{n}.{m}": t for n, ms in state.items() for m, t in ms.items()}
 
 
 def test_sigterm_on_one_rank_stops_both_at_the_same_step_and_resume_equals_an_uninterrupted_run(fsdp_run,

@@ -167,3 +167,21 @@ def test_two_process_ddp_on_cpu_resumes_exactly(tmp_path):
     assert {p.name for p in a.glob("rng-rank*.pt")} == {"rng-rank0.pt", "rng-rank1.pt"}
     for x, y in zip(_weights(a), _weights(b)):
         _assert_same(x, y)
+
+
+def test_a_checkpoint_with_position_keyed_optimizer_state_still_resumes(tiny_config, tmp_path):
+    """Checkpoints written before optimizer state was keyed by parameter name hold torch's positional state dict."""
+    cfg, task_cls = tiny_config(max_steps=10)
+    trainer = Trainer(cfg, task_cls(cfg), tmp_path)
+    trainer.fit()
+    last = ckpt.latest_checkpoint(tmp_path / "checkpoints")
+    written = trainer._base_optimizer.state_dict()
+    torch.save(written, last / "optimizer.pt")
+    cfg, task_cls = tiny_config(max_steps=10)
+    resumed = Trainer(cfg, task_cls(cfg), tmp_path, resume=True)
+    resumed.load(last)
+    loaded = resumed._base_optimizer.state_dict()
+    assert loaded["state"].keys() == written["state"].keys() and len(written["state"]) > 0
+    for i, moments in written["state"].items():
+        for name, value in moments.items():
+            assert torch.equal(loaded["state"][i][name], value), (i, name)
